@@ -1,0 +1,3 @@
+"""controlkit: train your own ControlNet, end to end."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from controlkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The condition registry: every stage finds a condition by name.
+
+Built-in conditions register themselves when their module is imported; third-party ones plug in
+through the ``controlkit.conditions`` entry-point group (the entry point names a factory that takes
+the condition's options as keyword arguments and returns an object following ``Condition``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from controlkit.conditions.base import Annotation, Condition
+from controlkit.errors import UserError
+
+ENTRY_POINT_GROUP = "controlkit.conditions"
+
+_BUILTIN_MODULES = {
+    "face-landmarks": "controlkit.conditions.face_landmarks",
+    "canny": "controlkit.conditions.canny",
+}
+_FACTORIES: dict[str, Callable[..., Condition]] = {}
+
+__all__ = ["Annotation", "Condition", "available", "get", "register"]
+
+
+def register(name: str) -> Callable[[Callable[..., Condition]], Callable[..., Condition]]:
+    """Decorator that makes a condition factory findable by ``get(name)``."""
+
+    def decorate(factory: Callable[..., Condition]) -> Callable[..., Condition]:
+        _FACTORIES[name] = factory
+        return factory
+
+    return decorate
+
+
+def _load(name: str) -> Callable[..., Condition] | None:
+    if name in _FACTORIES:
+        return _FACTORIES[name]
+    if name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+        return _FACTORIES.get(name)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            _FACTORIES[name] = ep.load()
+            return _FACTORIES[name]
+    return None
+
+
+def available() -> list[str]:
+    """Names of every condition: built-in, registered at run time, and installed plug-ins."""
+    names = set(_BUILTIN_MODULES) | set(_FACTORIES)
+    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def get(name: str, **options: object) -> Condition:
+    """The condition called ``name``, built with ``options``."""
+    factory = _load(name)
+    if factory is None:
+        raise UserError(f"unknown condition {name!r}; available: {', '.join(available())}")
+    return factory(**options)
