@@ -1,0 +1,175 @@
+"""The ``face-landmarks`` condition: 68 iBUG landmarks per face, drawn as the walkthrough's coloured mask.
+
+Annotation: ``np.float32`` array ``(faces, 68, 2)`` of pixel (x, y) in the image's own frame, pixel
+centres at integers (see ``geometry``). A detector is any callable ``PIL image -> (faces, 68, 2) | None``;
+dlib (offline, the default) and SPIGA (the walkthrough's model) are built in, and a test or a learned
+regressor can be passed instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from controlkit.conditions import register
+from controlkit.conditions.geometry import resize_center_crop_geometry
+from controlkit.conditions.landmarks68 import GROUPS, LEFT_EYE_OUTER, MIRROR, NUM_POINTS, RIGHT_EYE_OUTER
+from controlkit.errors import UserError
+
+Detector = Callable[[Image.Image], "np.ndarray | None"]
+
+LINE_WIDTH = 4
+_SHIFT = 4  # OpenCV fixed-point bits: points are drawn with 1/16 px precision
+_MATCH_RADIUS = 0.5
+"""A found face matches an input face when their centroids are closer than this fraction of the input
+face's box size (max of width and height); farther, it is someone else and does not count."""
+
+
+def as_faces(annotation: Any) -> np.ndarray:
+    """Landmarks of one face (68, 2) or many (n, 68, 2), array or lists, as (n, 68, 2) float32."""
+    faces = np.asarray(annotation, dtype=np.float32)
+    if faces.size == 0:
+        return np.zeros((0, NUM_POINTS, 2), np.float32)
+    if faces.shape[-2:] != (NUM_POINTS, 2):
+        raise ValueError(f"face landmarks must have shape (faces, {NUM_POINTS}, 2), got {faces.shape}")
+    return faces.reshape(-1, NUM_POINTS, 2)
+
+
+def draw_landmarks(faces: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """The walkthrough's drawing: each group a 4 px antialiased stroke on black, eyes and lips filled."""
+    width, height = size
+    canvas = np.zeros((height, width, 3), np.uint8)
+    scale = 1 << _SHIFT
+    for face in as_faces(faces):
+        if not np.isfinite(face).all():
+            continue
+        fixed = np.round(face * scale).astype(np.int32)
+        for group in GROUPS:
+            points = fixed[group.start : group.stop].reshape(-1, 1, 2)
+            if group.closed:
+                cv2.fillPoly(canvas, [points], group.color, cv2.LINE_AA, _SHIFT)
+            cv2.polylines(canvas, [points], group.closed, group.color, LINE_WIDTH, cv2.LINE_AA, _SHIFT)
+    return Image.fromarray(canvas, "RGB")
+
+
+def flip_landmarks(faces: np.ndarray, width: int) -> np.ndarray:
+    """Mirror (x -> width - 1 - x: pixel centres at integers) and swap left/right points to keep meanings."""
+    flipped = as_faces(faces).copy()
+    flipped[..., 0] = (width - 1) - flipped[..., 0]
+    return flipped[:, MIRROR]
+
+
+def inter_ocular(face: np.ndarray) -> float:
+    """Distance between the outer eye corners (points 36 and 45), the 300-W normaliser."""
+    return float(np.linalg.norm(face[LEFT_EYE_OUTER] - face[RIGHT_EYE_OUTER]))
+
+
+def match_faces(found: np.ndarray, reference: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (found index, reference index), nearest centroids first, one-to-one, within the match radius."""
+    if len(found) == 0 or len(reference) == 0:
+        return []
+    dist = np.linalg.norm(found.mean(1)[:, None] - reference.mean(1)[None], axis=-1)
+    radius = _MATCH_RADIUS * (reference.max(1) - reference.min(1)).max(-1)
+    pairs, used_found, used_ref = [], set(), set()
+    for flat in np.argsort(dist, axis=None):
+        i, j = np.unravel_index(flat, dist.shape)
+        if i in used_found or j in used_ref or dist[i, j] > radius[j]:
+            continue
+        pairs.append((int(i), int(j)))
+        used_found.add(i)
+        used_ref.add(j)
+    return pairs
+
+
+def landmark_scores(found: np.ndarray | None, reference: np.ndarray) -> dict[str, float]:
+    """``landmark_nme`` (mean point error / inter-ocular distance over matched faces; NaN when none) and
+    ``detection_rate`` (matched faces / input faces; NaN when the input has no face)."""
+    reference = as_faces(reference)
+    found = as_faces(found if found is not None else [])
+    pairs = match_faces(found, reference)
+    errors = [
+        float(np.linalg.norm(found[i] - reference[j], axis=-1).mean()) / max(inter_ocular(reference[j]), 1e-6)
+        for i, j in pairs
+    ]
+    return {
+        "landmark_nme": float(np.mean(errors)) if errors else math.nan,
+        "detection_rate": len(pairs) / len(reference) if len(reference) else math.nan,
+    }
+
+
+class FaceLandmarks:
+    """68 facial landmarks per face; see the module docstring for the annotation format."""
+
+    name = "face-landmarks"
+
+    def __init__(
+        self,
+        detector: str | Detector = "dlib",
+        upsample: int = 0,
+        spiga_weights: str | None = None,
+    ) -> None:
+        if callable(detector):
+            self.detector = detector
+        elif detector == "dlib":
+            from controlkit.conditions.detectors.dlib_detector import DlibLandmarks
+
+            self.detector = DlibLandmarks(upsample=upsample)
+        elif detector == "spiga":
+            from controlkit.conditions.detectors.spiga_detector import SpigaLandmarks
+
+            self.detector = SpigaLandmarks(weights=spiga_weights, upsample=upsample)
+        else:
+            raise UserError(f"unknown face-landmarks detector {detector!r}; choose dlib or spiga")
+
+    def describe(self) -> dict[str, str]:
+        """Provenance for dataset cards: which detector, which version."""
+        version = getattr(self.detector, "version", None)
+        return {
+            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "detector_version": version() if callable(version) else "unknown",
+        }
+
+    def annotate(self, image: Image.Image) -> np.ndarray | None:
+        faces = self.detector(image.convert("RGB"))
+        if faces is None or len(faces) == 0:
+            return None
+        return as_faces(faces)
+
+    def render(self, annotation: np.ndarray, size: tuple[int, int]) -> Image.Image:
+        """Draw ``annotation`` (in the canvas' pixel frame; see ``resize_center_crop``) on a (w, h) canvas."""
+        return draw_landmarks(annotation, size)
+
+    def score(self, generated: Image.Image, annotation: np.ndarray) -> dict[str, float]:
+        return landmark_scores(self.annotate(generated), annotation)
+
+    def flip(self, annotation: np.ndarray, width: int) -> np.ndarray:
+        return flip_landmarks(annotation, width)
+
+    def resize_center_crop(
+        self, annotation: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]
+    ) -> np.ndarray:
+        """Move landmarks with an image resized-and-centre-cropped from ``from_size`` to ``to_size``."""
+        return resize_center_crop_geometry(from_size, to_size).points(as_faces(annotation))
+
+    def to_record(self, annotation: np.ndarray) -> list[list[list[float]]]:
+        return as_faces(annotation).tolist()
+
+    def from_record(self, record: Any) -> np.ndarray:
+        return as_faces(record)
+
+    def record_feature(self) -> Any:
+        """The ``datasets`` feature of ``to_record``'s value, so shards (even empty ones) share a schema."""
+        import datasets
+
+        return datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
+
+
+@register("face-landmarks")
+def face_landmarks(**options: Any) -> FaceLandmarks:
+    """Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample``, ``spiga_weights`` (a path)."""
+    return FaceLandmarks(**options)
