@@ -12,9 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from controlkit.conditions import register
 from controlkit.conditions.geometry import resize_center_crop_geometry
@@ -24,7 +23,7 @@ from controlkit.errors import UserError
 Detector = Callable[[Image.Image], "np.ndarray | None"]
 
 LINE_WIDTH = 4
-_SHIFT = 4  # OpenCV fixed-point bits: points are drawn with 1/16 px precision
+_SUPERSAMPLE = 4
 _MATCH_RADIUS = 0.5
 """A found face matches an input face when their centroids are closer than this fraction of the input
 face's box size (max of width and height); farther, it is someone else and does not count."""
@@ -41,20 +40,34 @@ def as_faces(annotation: Any) -> np.ndarray:
 
 
 def draw_landmarks(faces: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """The walkthrough's drawing: each group a 4 px antialiased stroke on black, eyes and lips filled."""
+    """The walkthrough's drawing: each group a 4 px antialiased stroke on black, eyes and lips filled.
+
+    Strokes are drawn 4x supersampled with PIL and box-filtered down (exact widths, true coverage
+    antialiasing), only over the faces' bounding box so a 512 px canvas takes a few milliseconds.
+    """
     width, height = size
-    canvas = np.zeros((height, width, 3), np.uint8)
-    scale = 1 << _SHIFT
-    for face in as_faces(faces):
-        if not np.isfinite(face).all():
-            continue
-        fixed = np.round(face * scale).astype(np.int32)
+    out = Image.new("RGB", (width, height))
+    faces = as_faces(faces)
+    faces = faces[np.isfinite(faces).all(axis=(1, 2))]
+    if len(faces) == 0:
+        return out
+    points = faces.reshape(-1, 2)
+    margin = LINE_WIDTH
+    lo = np.floor(points.min(0) - margin).astype(int).clip(0, (width, height))
+    hi = np.ceil(points.max(0) + margin + 1).astype(int).clip(0, (width, height))
+    if (hi <= lo).any():
+        return out
+    canvas = Image.new("RGB", tuple((hi - lo) * _SUPERSAMPLE))
+    draw = ImageDraw.Draw(canvas)
+    for face in (faces - lo + 0.5) * _SUPERSAMPLE - 0.5:  # pixel centres stay at integers
         for group in GROUPS:
-            points = fixed[group.start : group.stop].reshape(-1, 1, 2)
+            stroke = [tuple(p) for p in face[group.start : group.stop].tolist()]
             if group.closed:
-                cv2.fillPoly(canvas, [points], group.color, cv2.LINE_AA, _SHIFT)
-            cv2.polylines(canvas, [points], group.closed, group.color, LINE_WIDTH, cv2.LINE_AA, _SHIFT)
-    return Image.fromarray(canvas, "RGB")
+                draw.polygon(stroke, fill=group.color)
+                stroke.append(stroke[0])
+            draw.line(stroke, fill=group.color, width=LINE_WIDTH * _SUPERSAMPLE, joint="curve")
+    out.paste(canvas.resize(tuple(hi - lo), Image.Resampling.BOX), tuple(lo))
+    return out
 
 
 def flip_landmarks(faces: np.ndarray, width: int) -> np.ndarray:
