@@ -1,0 +1,63 @@
+"""The condition registry: built-ins by name, run-time registrations, and third-party entry points."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import numpy as np
+import pytest
+
+import controlkit.conditions as registry
+from controlkit.conditions import Condition
+from controlkit.errors import UserError
+
+
+class Brightness:
+    """A third-party condition: the mean grey level."""
+
+    name = "brightness"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def annotate(self, image):
+        return np.float32([np.asarray(image.convert("L")).mean() * self.scale])
+
+    def render(self, annotation, size):
+        from PIL import Image
+
+        return Image.new("RGB", size, (int(annotation[0]),) * 3)
+
+    def score(self, generated, annotation):
+        return {"brightness_error": float(abs(self.annotate(generated)[0] - annotation[0]))}
+
+    def flip(self, annotation, width):
+        return annotation
+
+    def to_record(self, annotation):
+        return annotation.tolist()
+
+    def from_record(self, record):
+        return np.float32(record)
+
+
+def test_builtins_are_found_and_follow_the_protocol():
+    assert {"canny", "face-landmarks"} <= set(registry.available())
+    assert isinstance(registry.get("canny"), Condition)
+    assert isinstance(registry.get("face-landmarks"), Condition)
+
+
+def test_a_plugin_registered_through_the_entry_point_group_is_found(monkeypatch):
+    plugin = EntryPoint(name="brightness", value=f"{__name__}:Brightness", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == plugin.group else [])
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    assert "brightness" in registry.available()
+    condition = registry.get("brightness", scale=0.5)
+    assert isinstance(condition, Brightness) and condition.scale == 0.5
+    assert isinstance(condition, Condition)
+
+
+def test_unknown_names_list_what_is_available(monkeypatch):
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(UserError, match="available: .*canny.*face-landmarks"):
+        registry.get("depth")
