@@ -1,0 +1,448 @@
+"""The paired-dataset pipeline: source -> per-image function (workers or Ray) -> captions -> shards.
+
+``build_dataset(BuildConfig(...))`` is what ``controlkit data build`` calls. The output follows the
+dataset contract: a ``save_to_disk`` folder with ``image``, ``conditioning_image``, ``text``,
+``annotation`` and ``source`` columns (renamable), ``controlkit.json`` naming the condition and the
+columns, a README.md card and ``preview.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from controlkit.data.captioners import Captioner, make_captioner, parse_spec
+from controlkit.data.pairs import NO_FACE, PairMaker, PairResult, PairSettings, init_worker, work
+from controlkit.data.shards import ShardStore, work_dir_for
+from controlkit.data.sources import SYNTHETIC, InputItem, open_source
+from controlkit.errors import UserError
+from controlkit.metadata import write_metadata
+
+COLUMNS = ("image", "conditioning_image", "text", "annotation", "source")
+ENGINES = ("local", "ray")
+LANDMARKS = ("detector", "ground-truth")
+
+
+@dataclass
+class BuildConfig:
+    """The ``controlkit data build`` flags; see ``controlkit data build --help`` for each one."""
+
+    source: str
+    out: str
+    condition: str = "face-landmarks"
+    condition_options: dict[str, Any] = field(default_factory=dict)
+    captioner: str = "template"
+    image_column: str = "image"
+    split: str = "train"
+    num_workers: int = 1
+    resume: bool = False
+    limit: int | None = None
+    resolution: int | None = None
+    seed: int = 0
+    push_to_hub: str | None = None
+    landmarks: str = "detector"
+    keep_empty: bool = False
+    caption_prefix: str = ""
+    caption_suffix: str = ""
+    rename_columns: dict[str, str] = field(default_factory=dict)
+    engine: str = "local"
+    shard_size: int = 256
+    caption_batch_size: int = 16
+    progress: bool = True
+
+
+@dataclass
+class BuildReport:
+    """What a build did: counts over all runs of it (a resumed build included) and every skipped input."""
+
+    out: Path
+    inputs: int
+    rows: int
+    kept_empty: int
+    skipped: list[dict[str, str]]
+    resumed: int
+    seconds: float
+    processed_this_run: int
+    hub_url: str | None = None
+
+    @property
+    def no_annotation(self) -> int:
+        return sum(1 for s in self.skipped if s["reason"] == NO_FACE)
+
+
+def _validate(config: BuildConfig) -> None:
+    if config.engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, not {config.engine!r}")
+    if config.landmarks not in LANDMARKS:
+        raise UserError(f"--landmarks must be one of {', '.join(LANDMARKS)}, not {config.landmarks!r}")
+    if config.landmarks == "ground-truth" and (
+        config.source != SYNTHETIC or config.condition != "face-landmarks"
+    ):
+        raise UserError(f"--landmarks ground-truth needs --source {SYNTHETIC} and --condition face-landmarks")
+    if config.num_workers < 1 or config.shard_size < 1:
+        raise UserError("--num-workers and --shard-size must be at least 1")
+    if config.resolution is not None and config.resolution < 8:
+        raise UserError(f"--resolution must be at least 8 pixels, not {config.resolution}")
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit must be at least 1, not {config.limit}")
+    unknown = set(config.rename_columns) - set(COLUMNS)
+    if unknown:
+        raise UserError(f"--rename-columns: unknown column(s) {', '.join(sorted(unknown))}; rename {COLUMNS}")
+    names = [config.rename_columns.get(c, c) for c in COLUMNS]
+    if len(set(names)) != len(names):
+        raise UserError(f"--rename-columns gives two columns the same name: {names}")
+    parse_spec(config.captioner)
+
+
+def _check_hub_token(repo: str | None) -> None:
+    """Fail before any work when publishing is asked for but no Hugging Face token is available."""
+    if repo is None:
+        return
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise UserError(
+            f"--push-to-hub {repo} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN"
+        )
+
+
+def _fingerprint(config: BuildConfig) -> dict[str, Any]:
+    """The settings that decide each row's content; a resume must use the same ones."""
+    keys = (
+        "source", "condition", "condition_options", "captioner", "image_column", "split", "resolution",
+        "seed", "landmarks", "keep_empty", "caption_prefix", "caption_suffix",
+    )  # fmt: skip
+    return json.loads(json.dumps({key: getattr(config, key) for key in keys}, default=str))
+
+
+def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: int) -> Iterator[PairResult]:
+    """The per-image function over ``items`` in order: in-process for one worker, else a process pool.
+
+    At most ``4 * workers`` items are in flight, so a slow consumer (BLIP on a CPU) never piles up
+    decoded results in memory. Workers ignore Ctrl-C; the main process stops them.
+    """
+    if workers == 1:
+        maker = PairMaker(settings)
+        yield from map(maker, items)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_quiet_worker, initargs=(settings,)
+    )
+    try:
+        window: deque = deque()
+        for item in items:
+            window.append(pool.submit(work, item))
+            if len(window) >= 4 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _init_quiet_worker(settings: PairSettings) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(settings)
+
+
+class _RayPairs:
+    """Ray Data actor: the same per-image function, its condition built once per actor."""
+
+    def __init__(self, settings: PairSettings):
+        init_worker(settings)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"result": work(row["item"])}
+
+
+def _ray_results(settings: PairSettings, items: Iterable[InputItem], workers: int) -> Iterator[PairResult]:
+    """The per-image function as a Ray Data job (local or the cluster ``ray.init`` connects to)."""
+    from controlkit.errors import require
+
+    ray = require("ray", "ray")
+    if not ray.is_initialized():
+        ray.init()
+    rows = [{"item": item} for item in items]
+    if not rows:
+        return
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    dataset = ray.data.from_items(rows).map(_RayPairs, fn_constructor_args=(settings,), concurrency=workers)
+    for row in dataset.iter_rows():
+        yield row["result"]
+
+
+def _features(condition: Any) -> Any:
+    import datasets
+
+    record_feature = getattr(condition, "record_feature", None)
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "conditioning_image": datasets.Image(),
+            "text": datasets.Value("string"),
+            "annotation": record_feature() if callable(record_feature) else None,
+            "source": datasets.Value("string"),
+        }
+    )
+
+
+class _ShardWriter:
+    """Buffers finished results and writes them, captioned, as one shard at a time."""
+
+    def __init__(self, store: ShardStore, captioner: Captioner, features: Any, size: int):
+        self.store, self.captioner, self.features, self.size = store, captioner, features, size
+        self.buffer: list[PairResult] = []
+
+    def add(self, result: PairResult) -> None:
+        self.buffer.append(result)
+        if len(self.buffer) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        kept = [r for r in self.buffer if r.reason is None]
+        images = (
+            [Image.open(io.BytesIO(r.image)) for r in kept]
+            if self.captioner.needs_images
+            else [None] * len(kept)
+        )
+        texts = self.captioner.caption(images, [r.extra for r in kept]) if kept else []
+        rows = {
+            "image": [{"bytes": r.image, "path": None} for r in kept],
+            "conditioning_image": [{"bytes": r.conditioning_image, "path": None} for r in kept],
+            "text": texts,
+            "annotation": [r.annotation for r in kept],
+            "source": [r.source for r in kept],
+        }
+        features = self.features
+        if features["annotation"] is None:
+            import datasets
+
+            inferred = datasets.Dataset.from_dict({"annotation": rows["annotation"]}).features["annotation"]
+            features = datasets.Features({**features, "annotation": inferred})
+        manifest = [
+            {"key": r.key, "source": r.source, "reason": r.reason, "empty": r.empty} for r in self.buffer
+        ]
+        self.store.write(rows, features, manifest)
+        self.buffer = []
+
+
+@contextlib.contextmanager
+def _datasets_bars_off() -> Iterator[None]:
+    """Hide ``datasets``' per-shard "Saving the dataset" bars under the build's own bar."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
+
+
+def build_dataset(config: BuildConfig) -> BuildReport:
+    """Build the paired dataset that ``config`` describes; see the module docstring for the output."""
+    with _datasets_bars_off():
+        return _build(config)
+
+
+def _build(config: BuildConfig) -> BuildReport:
+    from tqdm.auto import tqdm
+
+    from controlkit import conditions
+
+    started = time.perf_counter()
+    _validate(config)
+    _check_hub_token(config.push_to_hub)
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists and is not empty; choose a new folder")
+    kind, column = parse_spec(config.captioner)
+    source = open_source(
+        config.source,
+        image_column=config.image_column,
+        split=config.split,
+        keep_columns=(column,) if kind == "column" else (),
+        limit=config.limit,
+        seed=config.seed,
+    )
+    condition = conditions.get(config.condition, **config.condition_options)
+    store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume)
+    done = {entry["key"] for entry in store.manifest()}
+    total = len(source) if config.limit is None else min(config.limit, len(source))
+    settings = PairSettings(
+        config.condition, config.condition_options, config.resolution, config.landmarks, config.keep_empty
+    )
+    pending = source.items(skip=done, limit=config.limit)
+    run = _ray_results if config.engine == "ray" else _local_results
+    results = run(settings, pending, config.num_workers)
+    processed = 0
+    bar = tqdm(
+        total=total, initial=min(len(done), total), unit="img", desc="build", disable=not config.progress
+    )
+    try:
+        first = next(results, None)  # start the workers before the captioner loads torch, so they fork light
+        captioner = make_captioner(
+            config.captioner,
+            prefix=config.caption_prefix,
+            suffix=config.caption_suffix,
+            default_sentence="a photo of a face" if config.condition == "face-landmarks" else "a photo",
+            batch_size=config.caption_batch_size,
+        )
+        writer = _ShardWriter(store, captioner, _features(condition), config.shard_size)
+        try:
+            for result in itertools.chain([first] if first is not None else [], results):
+                writer.add(result)
+                processed += 1
+                bar.update()
+        finally:
+            writer.flush()  # finished work is kept even on Ctrl-C
+    finally:
+        bar.close()
+        results.close()
+    return _finish(config, condition, captioner, source, store, out, started, len(done), processed)
+
+
+def _finish(
+    config: BuildConfig,
+    condition: Any,
+    captioner: Captioner,
+    source: Any,
+    store: ShardStore,
+    out: Path,
+    started: float,
+    resumed: int,
+    processed: int,
+) -> BuildReport:
+    manifest = store.manifest()
+    skipped = [{"source": e["source"], "reason": e["reason"]} for e in manifest if e["reason"] is not None]
+    dataset = store.consolidate()
+    if dataset is None:
+        reasons = sorted({s["reason"] for s in skipped})
+        raise UserError(
+            f"no rows: all {len(manifest)} inputs were skipped ({'; '.join(reasons[:3])}); "
+            f"the partial build is in {store.work_dir}"
+        )
+    names = {column: config.rename_columns.get(column, column) for column in COLUMNS}
+    dataset = dataset.rename_columns({k: v for k, v in names.items() if k != v})
+    report = BuildReport(
+        out=out,
+        inputs=len(manifest),
+        rows=len(dataset),
+        kept_empty=sum(1 for e in manifest if e["reason"] is None and e["empty"]),
+        skipped=skipped,
+        resumed=resumed,
+        seconds=time.perf_counter() - started,
+        processed_this_run=processed,
+    )
+    describe = getattr(condition, "describe", None)
+    info = {
+        "name": out.name,
+        "source": source.description,
+        "condition": config.condition,
+        "condition_options": config.condition_options,
+        **(describe() if callable(describe) else {}),
+        "captioner": captioner.description,
+        "resolution": config.resolution,
+        "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "columns": names,
+        "counts": {
+            "inputs": report.inputs,
+            "rows": report.rows,
+            "kept_empty": report.kept_empty,
+            "no_annotation": report.no_annotation,
+            "failed": len(skipped) - report.no_annotation,
+        },
+        "skipped": skipped,
+        "config": asdict(config),
+    }
+
+    def extras(folder: Path) -> None:
+        from controlkit.data.card import PREVIEW_ROWS, write_card, write_preview
+
+        write_metadata(
+            folder,
+            {
+                "condition": config.condition,
+                "condition_options": config.condition_options,
+                "image_column": names["image"],
+                "conditioning_image_column": names["conditioning_image"],
+                "caption_column": names["text"],
+                "annotation_column": names["annotation"],
+                "source_column": names["source"],
+            },
+        )
+        write_card(folder, info)
+        head = dataset.select(range(min(PREVIEW_ROWS, len(dataset))))
+        write_preview(
+            [(r[names["image"]], r[names["conditioning_image"]], r[names["text"]]) for r in head],
+            folder / "preview.png",
+            headers=(names["image"], names["conditioning_image"], names["text"]),
+        )
+
+    store.finish(dataset, out, extras)
+    if config.push_to_hub:
+        report.hub_url = publish(out, config.push_to_hub)
+    report.seconds = time.perf_counter() - started
+    if config.progress:
+        print_summary(report)
+    return report
+
+
+def publish(folder: Path, repo: str) -> str:
+    """Push the dataset, then its card, preview and controlkit.json, to a Hub dataset repo."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    datasets.load_from_disk(str(folder)).push_to_hub(repo)
+    HfApi().upload_folder(
+        repo_id=repo,
+        repo_type="dataset",
+        folder_path=str(folder),
+        allow_patterns=["README.md", "preview.png", "controlkit.json"],
+    )
+    return f"https://huggingface.co/datasets/{repo}"
+
+
+def print_summary(report: BuildReport) -> None:
+    """The end-of-build table: counts, skip reasons, speed and where the dataset is."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="controlkit data build", show_header=False)
+    table.add_row("dataset", str(report.out))
+    table.add_row("inputs", str(report.inputs))
+    table.add_row("rows", str(report.rows))
+    table.add_row("kept without annotation", str(report.kept_empty))
+    for reason, count in Counter(s["reason"] for s in report.skipped).most_common(5):
+        table.add_row(f"skipped: {reason[:60]}", str(count))
+    if report.resumed:
+        table.add_row("done before --resume", str(report.resumed))
+    rate = report.processed_this_run / report.seconds if report.seconds else 0.0
+    table.add_row("time", f"{report.seconds:.1f} s ({rate:.1f} inputs/s this run)")
+    if report.hub_url:
+        table.add_row("published", report.hub_url)
+    Console(stderr=True).print(table)

@@ -1,0 +1,126 @@
+"""The dataset card (README.md: provenance, counts, every skipped input) and preview.png (first rows)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from controlkit import __version__
+
+PREVIEW_ROWS = 4
+_THUMB = 192
+_TEXT_WIDTH = 320
+_HEADER = 24
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def write_card(folder: Path, info: dict[str, Any]) -> Path:
+    """README.md for ``folder``; ``info`` holds provenance, counts, columns, skipped inputs and the config."""
+    columns = info["columns"]
+    counts = info["counts"]
+    provenance = {
+        "source": info["source"],
+        "condition": f"{info['condition']} {json.dumps(info['condition_options'])}",
+        "detector": info.get("detector", "n/a"),
+        "detector version": info.get("detector_version", "n/a"),
+        "captioner": info["captioner"],
+        "resolution": info["resolution"] or "as the photos came (original bytes)",
+        "built": f"{info['built_at']} with controlkit {__version__}",
+    }
+    lines = [
+        "---",
+        "tags:",
+        "- controlnet",
+        "- controlkit",
+        f"- {info['condition']}",
+        "---",
+        "",
+        f"# {info['name']}",
+        "",
+        f"A paired dataset for training a ControlNet on the `{info['condition']}` condition, built by "
+        "`controlkit data build`. Each row holds a photo, the conditioning image drawn from its "
+        "annotation, a caption, the annotation itself (so the conditioning can be re-rendered or "
+        "augmented without the detector) and where the photo came from.",
+        "",
+        "![preview](preview.png)",
+        "",
+        "## Provenance",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {key} | {_cell(value)} |" for key, value in provenance.items()),
+        "",
+        "## Counts",
+        "",
+        "| inputs | rows | kept without annotation | skipped: nothing found | skipped: other |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {counts['inputs']} | {counts['rows']} | {counts['kept_empty']} | {counts['no_annotation']} "
+        f"| {counts['failed']} |",
+        "",
+        "## Columns",
+        "",
+        f"- `{columns['image']}`: the photo",
+        f"- `{columns['conditioning_image']}`: the rendered `{info['condition']}` conditioning image",
+        f"- `{columns['text']}`: the caption",
+        f"- `{columns['annotation']}`: the annotation (`Condition.to_record`)",
+        f"- `{columns['source']}`: the input it came from",
+        "",
+        "## Train on it",
+        "",
+        "```bash",
+        "controlkit train --pretrained_model_name_or_path=stabilityai/stable-diffusion-2-1-base \\",
+        f"  --dataset_name={info['name']} --output_dir=model_out",
+        "```",
+        "",
+        "`controlkit.json` names the condition and the columns, so no column flags are needed.",
+        "",
+        f"## Skipped inputs ({len(info['skipped'])})",
+        "",
+    ]
+    if info["skipped"]:
+        lines += ["| input | reason |", "| --- | --- |"]
+        lines += [f"| {_cell(s['source'])} | {_cell(s['reason'])} |" for s in info["skipped"]]
+    else:
+        lines.append("None.")
+    lines += [
+        "",
+        "## Build settings",
+        "",
+        "```json",
+        json.dumps(info["config"], indent=2, default=str),
+        "```",
+        "",
+    ]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_preview(
+    rows: list[tuple[Image.Image, Image.Image, str]],
+    path: Path,
+    headers: tuple[str, str, str] = ("image", "conditioning_image", "text"),
+) -> Path:
+    """A grid of the first rows: photo | conditioning image | caption."""
+    font = ImageFont.load_default(size=14)
+    sheet = Image.new("RGB", (2 * _THUMB + _TEXT_WIDTH, _HEADER + _THUMB * max(len(rows), 1)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, label in enumerate(headers):
+        draw.text((j * _THUMB + 8, 4), label, fill="gray", font=font)
+    for i, (image, conditioning, caption) in enumerate(rows):
+        top = _HEADER + i * _THUMB
+        for j, picture in enumerate((image, conditioning)):
+            thumb = picture.convert("RGB")
+            thumb.thumbnail((_THUMB, _THUMB))
+            sheet.paste(thumb, (j * _THUMB + (_THUMB - thumb.width) // 2, top + (_THUMB - thumb.height) // 2))
+        text = "\n".join(textwrap.wrap(caption, width=36)[:10])
+        draw.multiline_text((2 * _THUMB + 8, top + 8), text, fill="black", font=font)
+    sheet.save(path)
+    return path

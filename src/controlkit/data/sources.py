@@ -1,0 +1,190 @@
+"""Where the photos come from: an image folder, a Hugging Face dataset, or the synthetic face generator.
+
+A source lists its inputs as small picklable ``InputItem`` objects with a stable key, so a resumed
+build can skip the keys already done and worker processes can decode the images themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controlkit.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+SYNTHETIC = "synthetic-faces"
+_DATA_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
+
+
+@dataclass
+class InputItem:
+    """One input: ``key`` is unique and stable across runs, ``source`` is what the dataset records."""
+
+    key: str
+    source: str
+    path: str | None = None
+    data: bytes | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Source:
+    """A finite, ordered list of inputs."""
+
+    kind: str
+    description: str
+    columns: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
+        raise NotImplementedError
+
+
+class FolderSource(Source):
+    """Every jpg/png/webp/bmp file under a folder, recursively, in sorted order; hidden folders skipped."""
+
+    kind = "folder"
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.description = str(self.root)
+        self.files = sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
+        for path in self.files[:limit]:
+            key = path.relative_to(self.root).as_posix()
+            if key not in skip:
+                yield InputItem(key=key, source=key, path=str(path))
+
+
+class HFDatasetSource(Source):
+    """One split of a ``datasets`` dataset (saved folder, local dataset folder or Hub id)."""
+
+    kind = "hf-dataset"
+
+    def __init__(self, name: str, split: str, image_column: str, keep_columns: tuple[str, ...]):
+        import datasets
+
+        self.description = f"{name} (split {split}, column {image_column})"
+        self.name, self.split = name, split
+        try:
+            loaded = (
+                datasets.load_from_disk(name)
+                if _is_saved_dataset(Path(name))
+                else datasets.load_dataset(name)
+            )
+        except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
+            raise UserError(f"cannot load dataset {name!r}: {exc}") from exc
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise UserError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")
+            loaded = loaded[split]
+        self.columns = tuple(loaded.column_names)
+        for column in (image_column, *keep_columns):
+            if column not in self.columns:
+                raise UserError(
+                    f"dataset {name!r} has no column {column!r}; it has: {', '.join(self.columns)}"
+                )
+        if isinstance(loaded.features[image_column], datasets.Image):
+            loaded = loaded.cast_column(image_column, datasets.Image(decode=False))
+        self.dataset = loaded.select_columns([image_column, *keep_columns])
+        self.image_column, self.keep_columns = image_column, keep_columns
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
+        n = len(self.dataset) if limit is None else min(limit, len(self.dataset))
+        for index in range(n):
+            key = f"{self.split}[{index}]"
+            if key in skip:
+                continue
+            row = self.dataset[index]
+            path, data = _image_payload(row[self.image_column])
+            extra = {column: row[column] for column in self.keep_columns}
+            yield InputItem(key=key, source=f"{self.name}:{key}", path=path, data=data, extra=extra)
+
+
+class SyntheticSource(Source):
+    """The first ``n`` procedural faces of the stream ``synthetic_faces(n, seed)`` draws."""
+
+    kind = SYNTHETIC
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.description = f"{SYNTHETIC} (stream seed {seed}, {n} faces)"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
+        from controlkit.data.synthetic_faces import face_seed
+
+        for index in range(min(self.n, limit or self.n)):
+            key = f"face:{index}"
+            if key not in skip:
+                seed = face_seed(self.seed, index)
+                yield InputItem(key=key, source=f"{SYNTHETIC}:{self.seed}:{index}", seed=seed)
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in ("state.json", "dataset_dict.json"))
+
+
+def _image_payload(value: Any) -> tuple[str | None, bytes | None]:
+    """(path, bytes) of an image cell: an undecoded ``Image`` dict, a path string or raw bytes."""
+    if isinstance(value, dict):
+        return value.get("path"), value.get("bytes")
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, bytes):
+        return None, value
+    raise UserError(f"the image column holds {type(value).__name__} values, not images")
+
+
+def open_source(
+    source: str,
+    *,
+    image_column: str = "image",
+    split: str = "train",
+    keep_columns: tuple[str, ...] = (),
+    limit: int | None = None,
+    seed: int = 0,
+) -> Source:
+    """The source named by ``--source``: ``synthetic-faces``, an image folder, a dataset folder or Hub id."""
+    if source == SYNTHETIC:
+        if limit is None:
+            raise UserError(f"--source {SYNTHETIC} needs --limit N: how many faces to generate")
+        if keep_columns:
+            raise UserError(f"--source {SYNTHETIC} has no columns to caption from; use --captioner template")
+        return SyntheticSource(limit, seed)
+    path = Path(source)
+    if path.is_dir() and not _is_saved_dataset(path) and not _has_data_files(path):
+        if keep_columns:
+            raise UserError(
+                "an image folder has no columns to caption from; use --captioner template or blip"
+            )
+        folder = FolderSource(path)
+        if not len(folder):
+            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {source}")
+        return folder
+    if path.exists() or source.count("/") == 1:
+        return HFDatasetSource(source, split, image_column, keep_columns)
+    raise UserError(f"--source {source!r} is neither a folder, a dataset, a Hub dataset id nor {SYNTHETIC!r}")
+
+
+def _has_data_files(path: Path) -> bool:
+    return any(p.suffix.lower() in _DATA_FILE_EXTENSIONS for p in path.rglob("*") if p.is_file())
