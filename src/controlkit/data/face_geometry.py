@@ -1,0 +1,201 @@
+"""A canonical 68-point iBUG face in 3D: identity, expression, head pose and projection to pixels.
+
+Model units: half the face width at the cheekbones is 1, x points to the image right, y down, z towards the
+camera, eye level is y = 0. The jaw contour (points 0-16) is view dependent, as in the 300-W annotation: each
+jaw point sits on the silhouette of the head's horizontal cross-section at its height, so on a turned face
+the far-side points follow the visible cheek outline instead of disappearing behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Face points 17-67 in the frontal, neutral pose: (x, y, z).
+_BROW_LEFT = [(-0.82, -0.30, 0.45), (-0.68, -0.40, 0.68), (-0.52, -0.44, 0.82), (-0.36, -0.42, 0.92)]
+_BROW_LEFT += [(-0.20, -0.36, 0.97)]
+_NOSE = [(0.0, -0.10, 0.95), (0.0, 0.12, 1.05), (0.0, 0.34, 1.17), (0.0, 0.56, 1.32)]
+_NOSE += [(-0.24, 0.66, 0.98), (-0.12, 0.71, 1.07), (0.0, 0.73, 1.12), (0.12, 0.71, 1.07), (0.24, 0.66, 0.98)]
+_EYE_LEFT = [(-0.66, 0.02, 0.55), (-0.52, -0.07, 0.70), (-0.35, -0.075, 0.76), (-0.22, 0.02, 0.76)]
+_EYE_LEFT += [(-0.36, 0.075, 0.74), (-0.52, 0.075, 0.69)]
+_EYE_RIGHT = [(0.22, 0.02, 0.76), (0.35, -0.075, 0.76), (0.52, -0.07, 0.70), (0.66, 0.02, 0.55)]
+_EYE_RIGHT += [(0.52, 0.075, 0.69), (0.36, 0.075, 0.74)]
+_LIPS_OUTER = [(-0.36, 1.00, 0.80), (-0.24, 0.93, 0.93), (-0.10, 0.88, 1.00), (0.0, 0.90, 1.02)]
+_LIPS_OUTER += [(0.10, 0.88, 1.00), (0.24, 0.93, 0.93), (0.36, 1.00, 0.80), (0.26, 1.09, 0.90)]
+_LIPS_OUTER += [(0.13, 1.15, 0.96), (0.0, 1.16, 0.98), (-0.13, 1.15, 0.96), (-0.26, 1.09, 0.90)]
+_LIPS_INNER = [(-0.30, 1.00, 0.84), (-0.12, 0.99, 0.95), (0.0, 0.99, 0.97), (0.12, 0.99, 0.95)]
+_LIPS_INNER += [(0.30, 1.00, 0.84), (0.12, 1.00, 0.95), (0.0, 1.00, 0.97), (-0.12, 1.00, 0.95)]
+_BROW_RIGHT = [(-x, y, z) for x, y, z in reversed(_BROW_LEFT)]
+FACE_POINTS = np.array(_BROW_LEFT + _BROW_RIGHT + _NOSE + _EYE_LEFT + _EYE_RIGHT + _LIPS_OUTER + _LIPS_INNER)
+"""Points 17-67, neutral and frontal."""
+
+# Jaw points 0-7 (left half): frontal x, y, and the centre z0 and half-depth c of the head's
+# horizontal cross-section at that height (the chin, point 8, is fixed at the front).
+JAW_HALF = np.array(
+    [
+        (-1.00, 0.00, -0.30, 0.90),
+        (-0.99, 0.25, -0.25, 0.90),
+        (-0.96, 0.50, -0.20, 0.85),
+        (-0.92, 0.75, -0.10, 0.80),
+        (-0.85, 0.99, 0.00, 0.75),
+        (-0.74, 1.20, 0.10, 0.70),
+        (-0.58, 1.38, 0.25, 0.60),
+        (-0.32, 1.54, 0.50, 0.40),
+    ]
+)
+CHIN = np.array([0.0, 1.60, 0.85])
+JAW_OPEN_WEIGHT = np.array([0.0, 0.0, 0.0, 0.1, 0.3, 0.55, 0.8, 0.95])
+"""How far each jaw point follows the chin when the mouth opens."""
+
+CRANIUM_CENTRE = np.array([0.0, -0.20, -0.30])
+CRANIUM_AXES = np.array([1.03, 1.50, 1.30])
+"""An ellipsoid for the skull: its silhouette outlines the head above the jaw, its normals shade the face."""
+
+PIVOT = np.array([0.0, 0.5, -0.3])
+"""Centre of head rotation (about the middle of the head)."""
+
+# Index groups in iBUG-68 order.
+JAW = slice(0, 17)
+BROW_L, BROW_R = slice(17, 22), slice(22, 27)
+NOSE_BRIDGE, NOSE_BASE = slice(27, 31), slice(31, 36)
+EYE_L, EYE_R = slice(36, 42), slice(42, 48)
+LIPS_OUTER, LIPS_INNER = slice(48, 60), slice(60, 68)
+
+
+@dataclass
+class Identity:
+    """Per-person proportions, as multipliers around 1 (offsets around 0)."""
+
+    face_width: float = 1.0
+    jaw_width: float = 1.0
+    face_length: float = 1.0
+    eye_spacing: float = 1.0
+    eye_size: float = 1.0
+    nose_length: float = 1.0
+    nose_width: float = 1.0
+    mouth_width: float = 1.0
+    lip_thickness: float = 1.0
+    brow_height: float = 0.0
+
+
+@dataclass
+class Expression:
+    mouth_open: float = 0.0  # 0 closed .. 1 wide open
+    smile: float = 0.0  # 0 neutral .. 1 broad smile
+    eyes_open: float = 1.0  # 0.2 nearly closed .. 1 open
+    brow_raise: float = 0.0  # -1 frown .. 1 raised
+
+
+@dataclass
+class Pose:
+    """Angles in degrees (yaw > 0 turns the nose to the image right, pitch > 0 looks up, roll > 0 tilts
+    clockwise on screen), scale in pixels per model unit, centre in pixels where PIVOT lands."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    scale: float = 50.0
+    centre: tuple[float, float] = (128.0, 128.0)
+    focal: float = 8.0  # camera distance in model units; perspective is mild
+    extra: dict = field(default_factory=dict)
+
+
+def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R = Rz(roll) Rx(pitch) Ry(yaw) for column vectors, angles in degrees."""
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def silhouette(a: np.ndarray, c: np.ndarray, z0: np.ndarray, side: np.ndarray, yaw: float) -> np.ndarray:
+    """(x, z) of the points of horizontal ellipses (half-width a, half-depth c, centre z0) that stick out
+    furthest to ``side`` (-1 left, +1 right) once the head is turned by ``yaw`` degrees."""
+    t = np.radians(yaw)
+    phi = np.arctan2(side * c * np.sin(t), side * a * np.cos(t))
+    return np.stack([a * np.cos(phi), z0 + c * np.sin(phi)], axis=-1)
+
+
+def cranium_section(y: np.ndarray, inflate: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Half-width and half-depth of the skull ellipsoid's cross-section at heights ``y``."""
+    k = np.sqrt(np.clip(1.0 - ((y - CRANIUM_CENTRE[1]) / (CRANIUM_AXES[1] * inflate)) ** 2, 0.0, 1.0))
+    return CRANIUM_AXES[0] * inflate * k, CRANIUM_AXES[2] * inflate * k
+
+
+def face_points(identity: Identity, expression: Expression) -> np.ndarray:
+    """Points 17-67 in model units, with the identity's proportions and the expression applied."""
+    p = FACE_POINTS.copy()
+    idn, ex = identity, expression
+    p[:, 0] *= idn.face_width
+    # Brows.
+    p[0:10, 1] -= 0.06 * ex.brow_raise + idn.brow_height
+    # Nose: longer noses move the tip and base down; width spreads the base.
+    p[10:19, 1] = -0.10 + (p[10:19, 1] + 0.10) * idn.nose_length
+    p[14:19, 0] *= idn.nose_width
+    # Eyes: spacing around the midline, size around each eye's centre.
+    for eye in (slice(19, 25), slice(25, 31)):
+        centre = p[eye, :2].mean(axis=0)
+        new_centre = np.array([centre[0] * idn.eye_spacing, centre[1]])
+        p[eye, :2] = new_centre + (p[eye, :2] - centre) * idn.eye_size
+        upper, lower = ([1, 2], [4, 5])
+        eye_idx = np.arange(eye.start, eye.stop)
+        p[eye_idx[upper], 1] = new_centre[1] + (p[eye_idx[upper], 1] - new_centre[1]) * ex.eyes_open
+        squint = 0.6 + 0.4 * ex.eyes_open - 0.25 * ex.smile
+        p[eye_idx[lower], 1] = new_centre[1] + (p[eye_idx[lower], 1] - new_centre[1]) * squint
+    # Mouth: width, lip thickness around the lip line, then smile and opening.
+    lips = slice(31, 51)
+    line = 1.0
+    p[lips, 0] *= idn.mouth_width
+    p[lips, 1] = line + (p[lips, 1] - line) * idn.lip_thickness
+    corners = [31, 37, 43, 47]  # 48, 54, 60, 64
+    p[corners, 0] *= 1.0 + 0.15 * ex.smile
+    p[corners, 1] -= 0.10 * ex.smile
+    p[[32, 36, 44, 46], 1] -= 0.04 * ex.smile  # 49, 53, 61, 63
+    p[[32, 36], 0] *= 1.0 + 0.08 * ex.smile
+    drop = 0.36 * ex.mouth_open
+    p[[38, 42], 1] += 0.7 * drop  # 55, 59
+    p[[39, 40, 41], 1] += drop  # 56-58
+    p[[48, 49, 50], 1] += drop  # 65-67
+    p[corners, 1] += 0.15 * drop
+    p[corners, 0] *= 1.0 - 0.12 * ex.mouth_open
+    # A longer face pushes the mouth and nose base down a little.
+    p[10:, 1] += (p[10:, 1] > 0.5) * (idn.face_length - 1.0) * 0.5
+    return p
+
+
+def jaw_points(identity: Identity, expression: Expression, yaw: float) -> np.ndarray:
+    """Points 0-16 in model units, on the silhouette of the head as seen at ``yaw``."""
+    half = JAW_HALF
+    lower = np.clip((half[:, 1] - 0.4) / 1.2, 0.0, 1.0)  # jaw width acts on the lower jaw
+    a = np.abs(half[:, 0]) * identity.face_width * (1.0 + (identity.jaw_width - 1.0) * lower)
+    y = half[:, 1] * (1.0 + (identity.face_length - 1.0) * (half[:, 1] > 0.5))
+    y = y + 0.32 * expression.mouth_open * JAW_OPEN_WEIGHT
+    left = silhouette(a, half[:, 3], half[:, 2], -np.ones(8), yaw)
+    right = silhouette(a, half[:, 3], half[:, 2], np.ones(8), yaw)
+    chin = CHIN.copy()
+    chin[1] = CHIN[1] * identity.face_length + 0.32 * expression.mouth_open
+    chin[2] -= 0.08 * expression.mouth_open
+    pts = np.zeros((17, 3))
+    pts[:8] = np.stack([left[:, 0], y, left[:, 1]], axis=1)
+    pts[8] = chin
+    pts[9:] = np.stack([right[::-1, 0], y[::-1], right[::-1, 1]], axis=1)
+    return pts
+
+
+def landmarks_3d(identity: Identity, expression: Expression, yaw: float) -> np.ndarray:
+    """All 68 points in model units, frontal frame (jaw already chosen for ``yaw``)."""
+    return np.concatenate([jaw_points(identity, expression, yaw), face_points(identity, expression)])
+
+
+def transform(points: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Model points (..., 3) -> view space (..., 3) in model units: rotated by ``r`` about PIVOT."""
+    return (points - PIVOT) @ r.T + PIVOT
+
+
+def project(view: np.ndarray, pose: Pose) -> np.ndarray:
+    """View-space points (..., 3) -> pixel (x, y), with mild perspective around the pivot."""
+    depth = pose.focal / (pose.focal - (view[..., 2] - PIVOT[2]))
+    xy = (view[..., :2] - PIVOT[:2]) * (pose.scale * depth)[..., None]
+    return xy + np.asarray(pose.centre)

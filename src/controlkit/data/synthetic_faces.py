@@ -1,0 +1,589 @@
+"""Procedural faces with ground-truth 68-point landmarks: the embedded default dataset.
+
+It plays the part FaceSynthetics plays in the walkthrough, without a download: a 3D iBUG-68 face
+(``face_geometry``) gets an identity, an expression and a head pose, and the picture is drawn with OpenCV
+from the very same projected points, so the landmarks are exact. Deterministic by seed; a few hundred
+images per second at 256 px on one core.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from controlkit.data import face_geometry as fg
+
+SKIN_TONES = {
+    "pale": (240, 210, 192),
+    "light": (226, 186, 152),
+    "medium": (200, 152, 114),
+    "olive": (180, 136, 96),
+    "tan": (162, 112, 76),
+    "brown": (122, 82, 56),
+    "dark": (86, 58, 42),
+}
+HAIR_COLOURS = {
+    "black": (28, 24, 24),
+    "dark brown": (62, 42, 30),
+    "brown": (108, 72, 44),
+    "auburn": (132, 62, 34),
+    "blonde": (210, 176, 116),
+    "grey": (165, 162, 158),
+}
+EYE_COLOURS = {
+    "brown": (96, 58, 32),
+    "dark": (50, 34, 24),
+    "blue": (72, 116, 170),
+    "green": (86, 126, 76),
+    "grey": (116, 126, 132),
+}
+BACKGROUNDS = {
+    "blue": (70, 110, 190),
+    "green": (84, 150, 92),
+    "red": (176, 58, 58),
+    "yellow": (222, 200, 92),
+    "purple": (128, 82, 160),
+    "grey": (128, 128, 128),
+    "white": (232, 232, 228),
+    "orange": (226, 140, 62),
+    "teal": (48, 138, 140),
+    "pink": (226, 150, 182),
+    "black": (26, 26, 30),
+}
+HAIR_STYLES = {
+    "woman": {"long": 0.4, "bob": 0.2, "bun": 0.15, "curly": 0.1, "fringe": 0.1, "short": 0.05},
+    "man": {"short": 0.5, "bald": 0.15, "curly": 0.15, "fringe": 0.1, "long": 0.1},
+}
+_HAIR_PHRASES = {
+    "short": "short {c} hair",
+    "long": "long {c} hair",
+    "bob": "a {c} bob",
+    "bun": "{c} hair in a bun",
+    "curly": "curly {c} hair",
+    "fringe": "{c} hair with a fringe",
+}
+_HAIR_VOLUME = {"short": 1.06, "long": 1.12, "bob": 1.13, "bun": 1.05, "curly": 1.28, "fringe": 1.1}
+_SHADE_ELLIPSOID = (np.array([0.0, 0.0, -0.3]), np.array([1.06, 1.75, 1.32]))
+
+
+@dataclass
+class SyntheticFace:
+    """One drawn face: the picture, its exact iBUG-68 landmarks (68, 2) in pixels, and what was drawn."""
+
+    image: Image.Image
+    landmarks: np.ndarray
+    attributes: dict
+
+
+def face_seed(seed: int, index: int) -> int:
+    """The seed of face ``index`` in the stream started by ``seed`` (independent streams, no overlap)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def synthetic_faces(n: int, seed: int = 0, size: int = 256) -> Iterator[SyntheticFace]:
+    """``n`` faces; face ``i`` is ``render_synthetic_face(face_seed(seed, i), size)``."""
+    for i in range(n):
+        yield render_synthetic_face(face_seed(seed, i), size)
+
+
+def render_synthetic_face(seed: int, size: int = 256) -> SyntheticFace:
+    """Draw the face of ``seed`` at ``size`` x ``size`` pixels; the same seed gives the same pixels."""
+    attributes = sample_attributes(np.random.default_rng(seed))
+    attributes["seed"] = int(seed)
+    return render_attributes(attributes, size)
+
+
+def render_attributes(attributes: dict, size: int = 256) -> SyntheticFace:
+    """Draw a face from explicit attributes (as ``sample_attributes`` makes them; edit them to steer a face).
+
+    Position and scale are fractions of ``size``, so one set of attributes gives the same face at any size.
+    """
+    attributes = copy.deepcopy(attributes)
+    image, landmarks = _Painter(attributes, size).paint()
+    return SyntheticFace(Image.fromarray(image, "RGB"), landmarks, attributes)
+
+
+def describe(attributes: dict) -> str:
+    """A caption from the attributes, e.g. 'a close-up photo of a smiling woman with long blonde hair and
+    an open mouth, turned to the left, on a blue background'."""
+    words = ["smiling"] if attributes["smile"] >= 0.5 else []
+    if attributes["hair"] == "bald":
+        words.append("bald")
+    words.append(attributes["gender"])
+    details = []
+    if attributes["hair"] != "bald":
+        details.append(_HAIR_PHRASES[attributes["hair"]].format(c=attributes["hair_colour"]))
+    if attributes.get("beard"):
+        details.append("a beard")
+    if attributes["mouth_open"] >= 0.35:
+        details.append("an open mouth")
+    if attributes["eyes_open"] < 0.5:
+        details.append("half-closed eyes")
+    text = "a close-up photo of a " + " ".join(words)
+    if details:
+        text += " with " + (
+            ", ".join(details[:-1]) + " and " + details[-1] if len(details) > 1 else details[0]
+        )
+    yaw, pitch = attributes["yaw"], attributes["pitch"]
+    if abs(yaw) >= 15:
+        text += ", turned to the " + ("right" if yaw > 0 else "left")
+    elif abs(pitch) >= 12:
+        text += ", looking " + ("up" if pitch > 0 else "down")
+    else:
+        text += ", facing the camera"
+    return text + f", on a {attributes['background']} background"
+
+
+def caption_words() -> list[str]:
+    """Every word ``describe`` can write, for building a small tokenizer's vocabulary."""
+    fixed = "a close-up photo of smiling bald woman man with and beard an open mouth half-closed eyes"
+    fixed += " turned to the right left looking up down facing camera on background hair in bun bob fringe"
+    fixed += " long short curly"
+    names = [w for group in (HAIR_COLOURS, BACKGROUNDS) for name in group for w in name.split()]
+    return sorted(set(fixed.split()) | set(names))
+
+
+def _choice(rng: np.random.Generator, options: dict) -> str:
+    """A key of ``options``: uniformly, or weighted by the values when they are numbers."""
+    names = list(options)
+    values = list(options.values())
+    if not isinstance(values[0], float):
+        return names[int(rng.integers(len(names)))]
+    return names[int(np.searchsorted(np.cumsum(values), rng.random() * sum(values), side="right"))]
+
+
+def _jitter(rng: np.random.Generator, colour: tuple[int, ...], amount: float) -> list[int]:
+    return [int(v) for v in np.clip(np.asarray(colour) + rng.normal(0, amount, 3), 0, 255)]
+
+
+def sample_attributes(rng: np.random.Generator) -> dict:
+    """Every random choice of a face, as plain values (they go into dataset rows and captions)."""
+    gender = "woman" if rng.random() < 0.5 else "man"
+    man = gender == "man"
+    skin = _choice(rng, SKIN_TONES)
+    hair_colour = _choice(rng, HAIR_COLOURS)
+    background = _choice(rng, BACKGROUNDS)
+    eye_colour = _choice(rng, EYE_COLOURS)
+    skin_rgb = _jitter(rng, SKIN_TONES[skin], 6)
+    lipstick = (not man) and rng.random() < 0.3
+    lip_target = np.array([150, 40, 60] if lipstick else [168, 82, 84])
+    lip_mix = 0.55 if lipstick else 0.3 + 0.1 * (not man)
+    lip_rgb = [int(v) for v in np.asarray(skin_rgb) * (1 - lip_mix) * 0.92 + lip_target * lip_mix]
+    elevation, azimuth = np.radians(rng.uniform(10, 50)), np.radians(rng.uniform(-60, 60))
+    scale = rng.uniform(0.17, 0.26)
+    return {
+        "gender": gender,
+        "yaw": float(np.clip(rng.normal(0, 18), -40, 40)),
+        "pitch": float(np.clip(rng.normal(0, 8), -20, 20)),
+        "roll": float(np.clip(rng.normal(0, 8), -20, 20)),
+        "scale": float(scale),  # pixels per model unit, as a fraction of the image size
+        "centre": [float(0.5 + rng.normal(0, 0.04)), float(0.5 + 0.3 * scale + rng.normal(0, 0.03))],
+        "mouth_open": 0.0 if rng.random() < 0.5 else float(rng.uniform(0.15, 1.0)),
+        "smile": 0.0 if rng.random() < 0.4 else float(rng.uniform(0.2, 1.0)),
+        "eyes_open": float(rng.uniform(0.8, 1.0) if rng.random() < 0.8 else rng.uniform(0.25, 0.6)),
+        "brow_raise": float(rng.uniform(-0.6, 1.0)),
+        "identity": {
+            "face_width": float(rng.uniform(0.92, 1.05) + 0.03 * man),
+            "jaw_width": float(rng.uniform(0.98, 1.12) if man else rng.uniform(0.86, 1.0)),
+            "face_length": float(rng.uniform(0.92, 1.08)),
+            "eye_spacing": float(rng.uniform(0.93, 1.07)),
+            "eye_size": float(rng.uniform(0.88, 1.12) + 0.05 * (not man)),
+            "nose_length": float(rng.uniform(0.88, 1.12)),
+            "nose_width": float(rng.uniform(0.85, 1.2)),
+            "mouth_width": float(rng.uniform(0.88, 1.12)),
+            "lip_thickness": float(rng.uniform(0.75, 1.1) if man else rng.uniform(0.95, 1.35)),
+            "brow_height": float(rng.uniform(-0.04, 0.05)),
+        },
+        "skin": skin,
+        "skin_rgb": skin_rgb,
+        "lip_rgb": lip_rgb,
+        "hair": _choice(rng, HAIR_STYLES[gender]),
+        "hair_colour": hair_colour,
+        "hair_rgb": _jitter(rng, HAIR_COLOURS[hair_colour], 8),
+        "eye_colour": eye_colour,
+        "eye_rgb": _jitter(rng, EYE_COLOURS[eye_colour], 8),
+        "beard": bool(man and rng.random() < 0.2),
+        "background": background,
+        "background_rgb": _jitter(rng, BACKGROUNDS[background], 10),
+        "background_gradient": [float(v) for v in rng.uniform(0.65, 1.15, 4)],  # brightness at the corners
+        "clothes_rgb": [int(v) for v in rng.integers(20, 230, 3)],
+        "light": [
+            float(np.sin(azimuth) * np.cos(elevation)),
+            float(-np.sin(elevation)),
+            float(np.cos(azimuth) * np.cos(elevation)),
+        ],
+        "ambient": float(rng.uniform(0.4, 0.55)),
+        "hairline": float(rng.uniform(-0.92, -0.82)),
+        "grain_offset": [float(v) for v in rng.random(2)],
+    }
+
+
+@lru_cache(maxsize=4)
+def _grain(size: int) -> np.ndarray:
+    """Fixed multiplicative noise (uint8, 128 = 1), twice the image size, cropped at random offsets."""
+    noise = np.random.default_rng(12345).normal(128.0, 3.0, (2 * size, 2 * size))
+    return np.clip(np.round(noise), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=8)
+def _catmull_basis(per_segment: int) -> np.ndarray:
+    """(per_segment, 4) weights of the four control points of a Catmull-Rom segment."""
+    t = np.linspace(0, 1, per_segment, endpoint=False)[:, None]
+    return 0.5 * np.concatenate(
+        [-t + 2 * t**2 - t**3, 2 - 5 * t**2 + 3 * t**3, t + 4 * t**2 - 3 * t**3, -(t**2) + t**3], axis=1
+    )
+
+
+def _catmull_rom(points: np.ndarray, per_segment: int, closed: bool) -> np.ndarray:
+    """A smooth curve through ``points`` (k, 2)."""
+    if closed:
+        p = np.concatenate([points[-1:], points, points[:2]])
+    else:
+        p = np.concatenate([points[:1], points, points[-1:]])
+    segments = len(p) - 3
+    windows = np.stack([p[i : i + segments] for i in range(4)], axis=1)  # (segments, 4, 2)
+    curve = np.einsum("tk,skd->std", _catmull_basis(per_segment), windows).reshape(-1, 2)
+    return curve if closed else np.concatenate([curve, points[-1:]])
+
+
+def _fx(xy: np.ndarray) -> np.ndarray:
+    """Pixel coordinates -> OpenCV fixed point (shift=4) for sub-pixel drawing."""
+    return np.round(np.asarray(xy) * 16).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _fill(img: np.ndarray, xy: np.ndarray, colour) -> None:
+    cv2.fillPoly(img, [_fx(xy)], colour, cv2.LINE_AA, 4)
+
+
+def _line(img: np.ndarray, xy: np.ndarray, colour, thickness: int, closed: bool = False) -> None:
+    cv2.polylines(img, [_fx(xy)], closed, colour, max(1, int(thickness)), cv2.LINE_AA, 4)
+
+
+def _shade(colour, factor: float) -> tuple[int, int, int]:
+    return tuple(int(min(255, v * factor)) for v in colour)
+
+
+class _Painter:
+    """Draws one face back to front; every shape comes from the same projected 3D model as the landmarks."""
+
+    def __init__(self, a: dict, size: int):
+        self.a, self.size = a, size
+        self.identity = fg.Identity(**a["identity"])
+        self.expression = fg.Expression(a["mouth_open"], a["smile"], a["eyes_open"], a["brow_raise"])
+        centre = (a["centre"][0] * size, a["centre"][1] * size)
+        self.pose = fg.Pose(a["yaw"], a["pitch"], a["roll"], a["scale"] * size, centre)
+        self.model = fg.landmarks_3d(self.identity, self.expression, self.pose.yaw)
+        self.r = fg.rotation(self.pose.yaw, self.pose.pitch, self.pose.roll)
+        self._fit()
+        up = self.r @ np.array([0.0, -1.0, 0.0])
+        self.up = up[:2] / np.linalg.norm(up[:2])
+        self.right = np.array([-self.up[1], self.up[0]])
+        self.s = self.pose.scale
+
+    def _fit(self) -> None:
+        """Shrink and shift the head until every landmark is inside the image with a margin."""
+        margin = 0.04 * self.size
+        for _ in range(3):
+            lm = self.px(self.model)
+            lo, hi = lm.min(axis=0), lm.max(axis=0)
+            room = self.size - 2 * margin
+            shrink = min(1.0, room / max(hi[0] - lo[0], 1e-6), room / max(hi[1] - lo[1], 1e-6))
+            if shrink < 1.0:
+                self.pose.scale *= shrink * 0.98
+                continue
+            shift = np.maximum(margin - lo, 0) - np.maximum(hi - (self.size - margin), 0)
+            if not shift.any():
+                break
+            self.pose.centre = (self.pose.centre[0] + shift[0], self.pose.centre[1] + shift[1])
+        self.a["scale"] = float(self.pose.scale / self.size)
+        self.a["centre"] = [float(c / self.size) for c in self.pose.centre]
+
+    def px(self, model_points: np.ndarray, pose: fg.Pose | None = None) -> np.ndarray:
+        """Model points -> pixels, with the head's pose (or another, e.g. the body's)."""
+        if pose is None:
+            return fg.project(fg.transform(model_points, self.r), self.pose)
+        return fg.project(fg.transform(model_points, fg.rotation(pose.yaw, pose.pitch, pose.roll)), pose)
+
+    # -- 3D outlines -------------------------------------------------------------------------------------
+    def _cranium_side(self, ys: np.ndarray, side: float, inflate: float) -> np.ndarray:
+        a, c = fg.cranium_section(ys, inflate)
+        xz = fg.silhouette(
+            a, c, np.full_like(ys, fg.CRANIUM_CENTRE[2]), np.full_like(ys, side), self.pose.yaw
+        )
+        return np.stack([xz[:, 0], ys, xz[:, 1]], axis=1)
+
+    def _cranium_arc(self, y_left: float, y_right: float, inflate: float, n: int = 9) -> np.ndarray:
+        """Silhouette of the skull from height y_right on the right side, over the top, down to y_left."""
+        top = fg.CRANIUM_CENTRE[1] - fg.CRANIUM_AXES[1] * inflate + 1e-3
+        right = self._cranium_side(np.linspace(y_right, top, n), 1.0, inflate)
+        left = self._cranium_side(np.linspace(top, y_left, n), -1.0, inflate)
+        return np.concatenate([right, left])
+
+    def _hairline(self, height: float, inflate: float = 1.02, n: int = 15) -> np.ndarray:
+        """Where skin meets hair, across the forehead and down to the temples, left to right."""
+        psi = np.linspace(-1.0, 1.0, n) * np.radians(100)
+        ys = height + (0.0 - height) * np.abs(psi / psi[-1]) ** 2.5
+        a, c = fg.cranium_section(ys, inflate)
+        t = np.radians(self.pose.yaw)
+        lo = np.arctan2(-a * np.cos(t), -c * np.sin(t))
+        hi = np.arctan2(a * np.cos(t), c * np.sin(t))
+        psi = np.clip(psi, lo + 0.05, hi - 0.05)
+        return np.stack([a * np.sin(psi), ys, fg.CRANIUM_CENTRE[2] + c * np.cos(psi)], axis=1)
+
+    # -- painting -------------------------------------------------------------------------------------------
+    def paint(self) -> tuple[np.ndarray, np.ndarray]:
+        a, size = self.a, self.size
+        img = self._background()
+        self.mask = np.zeros((size, size), np.uint8)  # where the head is: lambert shading applies
+        self.dark = np.zeros((size, size), np.uint8)  # soft shadows, blurred and multiplied in at the end
+        lm = self.px(self.model)
+        self.lm = lm
+        skin = tuple(a["skin_rgb"])
+        hair = a["hair"]
+        volume = _HAIR_VOLUME.get(hair, 1.0)
+        self._back_hair(img, hair, volume)
+        self._body(img, skin)
+        if hair not in ("long", "bob"):
+            self._ears(img, skin)
+        head = np.concatenate([lm[:17], self.px(self._cranium_arc(self.model[0, 1], self.model[16, 1], 1.0))])
+        _fill(img, head, skin)
+        _fill(self.mask, head, 255)
+        if hair != "bald":
+            line = self._hairline(-0.5 if hair == "fringe" else a["hairline"])
+            cap = np.concatenate([line, self._cranium_arc(line[0, 1], line[-1, 1], volume)])
+            cap_px = self.px(cap)
+            _fill(img, cap_px, tuple(a["hair_rgb"]))
+            _fill(self.mask, cap_px, 255)
+            face = np.concatenate([lm[:17], self.px(line[::-1])])
+            _fill(img, face, skin)
+        # The nose and lips stick out past the cheek outline on a turned head.
+        muzzle = cv2.convexHull(lm[np.r_[6:11, 27:36, 48:60]].astype(np.float32)).reshape(-1, 2)
+        _fill(img, muzzle, skin)
+        _fill(self.mask, muzzle, 255)
+        if a["beard"]:
+            self._beard()
+        self._brows(img)
+        self._eyes(img, skin)
+        self._nose(img, skin)
+        self._mouth(img)
+        return self._finish(img), lm.astype(np.float32)
+
+    def _background(self) -> np.ndarray:
+        base = np.asarray(self.a["background_rgb"], np.float32)
+        gain = np.asarray(self.a["background_gradient"], np.float32).reshape(2, 2, 1)
+        corners = np.clip(base * gain, 0, 255).astype(np.uint8)
+        return cv2.resize(corners, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+    def _back_hair(self, img: np.ndarray, hair: str, volume: float) -> None:
+        colour = _shade(self.a["hair_rgb"], 0.8)
+        if hair in ("long", "bob"):
+            bottom = 2.9 if hair == "long" else 1.45
+            width = 1.35 if hair == "long" else 1.2
+            curtain = np.array(
+                [[-width, bottom, -0.4], [width, bottom, -0.4], [-1.15, 0.4, -0.4], [1.15, 0.4, -0.4]]
+            )
+            pts = np.concatenate([self.px(self._cranium_arc(0.3, 0.3, volume)), self.px(curtain)])
+            hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+            _fill(img, hull, colour)
+        elif hair == "bun":
+            centre = self.px(np.array([[0.0, -1.45, -1.0]]))[0]
+            r = 0.5 * self.s
+            cv2.circle(img, tuple(_fx(centre)[0, 0]), int(r * 16), colour, -1, cv2.LINE_AA, 4)
+
+    def _body(self, img: np.ndarray, skin) -> None:
+        body_pose = fg.Pose(
+            self.pose.yaw * 0.25, 0.0, self.pose.roll * 0.3, self.pose.scale, self.pose.centre
+        )
+        shoulders = self.px(np.array([[0.0, 3.7, -0.4]]), body_pose)[0]
+        axes = (int(2.9 * self.s * 16), int(1.5 * self.s * 16))
+        cv2.ellipse(
+            img,
+            tuple(_fx(shoulders)[0, 0]),
+            axes,
+            body_pose.roll,
+            0,
+            360,
+            tuple(self.a["clothes_rgb"]),
+            -1,
+            cv2.LINE_AA,
+            4,
+        )
+        top = self.px(np.array([[-0.6, 0.6, -0.35], [0.6, 0.6, -0.35]]))
+        base = self.px(np.array([[0.68, 2.6, -0.35], [-0.68, 2.6, -0.35]]), body_pose)
+        _fill(img, np.concatenate([top, base]), _shade(skin, 0.72))
+
+    def _ears(self, img: np.ndarray, skin) -> None:
+        t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+        for side in (-1.0, 1.0):
+            ring = np.stack(
+                [side * (0.97 + 0.12 * (1 + np.cos(t))), 0.22 + 0.34 * np.sin(t), -0.42 + 0.2 * np.cos(t)],
+                axis=1,
+            )
+            ear = self.px(ring)
+            hull = cv2.convexHull(ear.astype(np.float32)).reshape(-1, 2)
+            _fill(img, hull, _shade(skin, 0.9))
+            _fill(self.mask, hull, 255)
+            inner = self.px(ring[3:9] * [0.97, 1.0, 1.0] + [side * 0.04, 0.0, 0.0])
+            _line(img, inner, _shade(skin, 0.7), self.s * 0.04)
+
+    def _beard(self) -> None:
+        lm = self.lm
+        lower = np.concatenate([lm[3:14], lm[[54]] + self.right * 0.06 * self.s, lm[[35, 33, 31]]])
+        lower = np.concatenate([lower, lm[[48]] - self.right * 0.06 * self.s])
+        _fill(self.dark, lower, 150)
+
+    def _brows(self, img: np.ndarray) -> None:
+        colour = tuple(int(v) for v in np.asarray(self.a["hair_rgb"]) * 0.55 + np.array([40, 30, 24]) * 0.45)
+        thick = 0.085 if self.a["gender"] == "man" else 0.065
+        for sl, inner_last in ((fg.BROW_L, True), (fg.BROW_R, False)):
+            curve = _catmull_rom(self.lm[sl], 3, closed=False)
+            d = np.gradient(curve, axis=0)
+            normal = np.stack([d[:, 1], -d[:, 0]], axis=1)
+            normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-9
+            normal *= np.sign(normal @ self.up)[:, None]
+            w = np.linspace(0.45, 1.0, len(curve)) if inner_last else np.linspace(1.0, 0.45, len(curve))
+            half = (0.5 * thick * self.s * w)[:, None]
+            shape = np.concatenate([curve + normal * half * 0.8, (curve - normal * half * 1.2)[::-1]])
+            _fill(img, shape, colour)
+
+    def _eyes(self, img: np.ndarray, skin) -> None:
+        lash = (38, 26, 22)
+        iris_rgb = tuple(self.a["eye_rgb"])
+        foreshorten = abs(np.cos(np.radians(self.pose.yaw)))
+        for sl in (fg.EYE_L, fg.EYE_R):
+            pts = self.lm[sl]
+            centre = pts.mean(axis=0)
+            width = np.linalg.norm(pts[3] - pts[0])
+            # Socket shadow between eye and brow.
+            socket = centre + self.up * 0.1 * self.s
+            axes = (int(width * 0.75 * 16), int(width * 0.45 * 16))
+            angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
+            cv2.ellipse(self.dark, tuple(_fx(socket)[0, 0]), axes, angle, 0, 360, 70, -1, cv2.LINE_AA, 4)
+            outline = _catmull_rom(pts, 4, closed=True)
+            x0, y0 = np.floor(outline.min(axis=0)).astype(int) - 2
+            x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 3
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size), min(y1, self.size)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            roi = img[y0:y1, x0:x1]
+            drawn = roi.copy()
+            local = outline - [x0, y0]
+            _fill(drawn, local, (226, 220, 212))
+            c = tuple(_fx(centre - [x0, y0])[0, 0])
+            r = 0.24 * width / max(foreshorten, 0.5)
+            iris_axes = (int(r * foreshorten * 16), int(r * 16))
+            cv2.ellipse(drawn, c, iris_axes, angle, 0, 360, iris_rgb, -1, cv2.LINE_AA, 4)
+            cv2.ellipse(drawn, c, iris_axes, angle, 0, 360, _shade(iris_rgb, 0.6), 1, cv2.LINE_AA, 4)
+            pupil_axes = (int(r * 0.45 * foreshorten * 16), int(r * 0.45 * 16))
+            cv2.ellipse(drawn, c, pupil_axes, angle, 0, 360, (14, 12, 12), -1, cv2.LINE_AA, 4)
+            glint = centre - [x0, y0] + (self.up - self.right * foreshorten) * 0.45 * r
+            glint_r = int(r * 0.15 * 16)
+            cv2.circle(drawn, tuple(_fx(glint)[0, 0]), glint_r, (250, 250, 250), -1, cv2.LINE_AA, 4)
+            inside = np.zeros(roi.shape[:2], np.uint8)
+            _fill(inside, local, 255)
+            alpha = (inside.astype(np.float32) / 255.0)[..., None]
+            roi[:] = (drawn * alpha + roi * (1.0 - alpha)).astype(np.uint8)
+            upper = outline[: len(outline) // 2 + 1]
+            _line(img, upper, lash, self.s * 0.045)
+            _line(img, upper + self.up * 0.07 * self.s, _shade(skin, 0.75), self.s * 0.02)
+            _line(img, outline[len(outline) // 2 :], _shade(skin, 0.7), self.s * 0.015)
+
+    def _nose(self, img: np.ndarray, skin) -> None:
+        lm, s = self.lm, self.s
+        light_model = self.r.T @ np.asarray(self.a["light"])
+        shadow_alar = 31 if light_model[0] > 0 else 35
+        side = -1.0 if shadow_alar == 31 else 1.0
+        flank = np.concatenate([lm[27:31], lm[[shadow_alar]], lm[[28]] + self.right * side * 0.16 * s])
+        _fill(self.dark, flank, int(50 + 90 * min(1.0, abs(light_model[0]) * 1.5)))
+        _line(self.dark, lm[31:36], 90, s * 0.07)
+        for alar, inner in ((31, 32), (35, 34)):
+            centre = lm[alar] * 0.45 + lm[inner] * 0.55 + self.up * 0.02 * s
+            axes = (int(0.06 * s * 16), int(0.028 * s * 16))
+            angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
+            cv2.ellipse(
+                img, tuple(_fx(centre)[0, 0]), axes, angle, 0, 360, _shade(skin, 0.35), -1, cv2.LINE_AA, 4
+            )
+            out = self.right * (-1.0 if alar == 31 else 1.0)
+            wing = np.stack(
+                [
+                    lm[alar] + self.up * 0.14 * s,
+                    lm[alar] + out * 0.04 * s + self.up * 0.04 * s,
+                    lm[alar] - self.up * 0.01 * s,
+                    lm[inner],
+                ]
+            )
+            _line(img, _catmull_rom(wing, 3, closed=False), _shade(skin, 0.72), s * 0.02)
+        _line(img, lm[28:31] - self.right * side * 0.03 * s, _shade(skin, 1.12), s * 0.05)
+
+    def _mouth(self, img: np.ndarray) -> None:
+        lm, s = self.lm, self.s
+        lip = tuple(self.a["lip_rgb"])
+        outer = _catmull_rom(lm[fg.LIPS_OUTER], 4, closed=True)
+        inner = _catmull_rom(lm[fg.LIPS_INNER], 4, closed=True)
+        _fill(self.dark, outer, 0)
+        _fill(img, outer, lip)
+        upper_outer, upper_inner = outer[:25], inner[:17]
+        _fill(img, np.concatenate([upper_outer, upper_inner[::-1]]), _shade(lip, 0.82))
+        gap = np.linalg.norm(lm[66] - lm[62])
+        if gap > 1.5:
+            x0, y0 = np.floor(inner.min(axis=0)).astype(int) - 2
+            x1, y1 = np.ceil(inner.max(axis=0)).astype(int) + 3
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size), min(y1, self.size)
+            roi = img[y0:y1, x0:x1]
+            drawn = roi.copy()
+            local = inner - [x0, y0]
+            _fill(drawn, local, (58, 22, 26))
+            teeth_h = min(0.09 * s, 0.45 * gap)
+            teeth = np.concatenate([upper_inner, (upper_inner - self.up * teeth_h)[::-1]]) - [x0, y0]
+            _fill(drawn, teeth, (232, 226, 212))
+            inside = np.zeros(roi.shape[:2], np.uint8)
+            _fill(inside, local, 255)
+            alpha = (inside.astype(np.float32) / 255.0)[..., None]
+            roi[:] = (drawn * alpha + roi * (1.0 - alpha)).astype(np.uint8)
+        else:
+            _line(img, upper_inner, _shade(lip, 0.45), s * 0.03)
+        below = lm[57] - self.up * 0.07 * s
+        axes = (int(0.2 * s * 16), int(0.06 * s * 16))
+        angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
+        cv2.ellipse(self.dark, tuple(_fx(below)[0, 0]), axes, angle, 0, 360, 60, -1, cv2.LINE_AA, 4)
+
+    def _shading(self) -> np.ndarray:
+        """Lambert shading of an ellipsoid around the head, computed coarse: (size, size) uint8, 128 = 1."""
+        low = max(8, self.size // 8)
+        step = self.size / low
+        uv = (np.arange(low, dtype=np.float64) + 0.5) * step
+        u, v = np.meshgrid(uv, uv)
+        centre, axes = _SHADE_ELLIPSOID
+        px = (u - self.pose.centre[0]) / self.s + fg.PIVOT[0]
+        py = (v - self.pose.centre[1]) / self.s + fg.PIVOT[1]
+        view = np.stack([px, py, np.zeros_like(px)], axis=-1)
+        m0 = (view - fg.PIVOT) @ self.r + fg.PIVOT - centre  # model frame, relative to the ellipsoid
+        d = self.r[2]
+        qa = np.sum((d / axes) ** 2)
+        qb = 2 * (m0 / axes**2) @ d
+        qc = np.sum((m0 / axes) ** 2, axis=-1) - 1
+        t = (-qb + np.sqrt(np.maximum(qb * qb - 4 * qa * qc, 0))) / (2 * qa)
+        normal = ((m0 + t[..., None] * d) / axes**2) @ self.r.T
+        normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-9
+        lam = np.maximum(normal @ np.asarray(self.a["light"]), 0.0)
+        ambient = self.a["ambient"]
+        shade = np.clip((ambient + (1.12 - ambient) * lam) * 128.0, 0, 255).astype(np.uint8)
+        return cv2.resize(shade, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+    def _finish(self, img: np.ndarray) -> np.ndarray:
+        """Multiply in lighting, soft shadows and film grain: uint8 fixed point (128 = 1.0), all in OpenCV."""
+        factor = np.full((self.size, self.size), 128, np.uint8)
+        cv2.copyTo(self._shading(), self.mask, factor)
+        dark = cv2.GaussianBlur(self.dark, (0, 0), max(0.5, 0.04 * self.s))
+        factor = cv2.multiply(factor, cv2.subtract(255, cv2.multiply(dark, 0.55)), scale=1.0 / 255.0)
+        ox, oy = (int(v * self.size) for v in self.a["grain_offset"])
+        factor = cv2.multiply(
+            factor, _grain(self.size)[oy : oy + self.size, ox : ox + self.size], scale=1 / 128
+        )
+        return cv2.multiply(img, cv2.merge([factor, factor, factor]), scale=1.0 / 128.0)
