@@ -1,0 +1,270 @@
+"""Validation during training: sample images for fixed (prompt, conditioning image) pairs, grid, score.
+
+The grid shows whether the ControlNet follows its condition; when the condition can score adherence
+(annotate the generated image again and compare), the mean score per key is returned so the trainer
+can log it with the loss. The pairs come from ``--validation_prompt``/``--validation_image``, matched as
+the diffusers reference does, or from dataset rows when ``validation_rows`` asks for it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from controlkit.conditions.base import Condition
+from controlkit.errors import UserError, require
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INFERENCE_STEPS = 20
+"""Denoising steps per validation image, as in the diffusers reference trainer."""
+
+
+@dataclass
+class ValidationPair:
+    """One row of the validation grid: a prompt, the image the ControlNet sees, its annotation if known."""
+
+    prompt: str
+    conditioning_image: Image.Image
+    annotation: np.ndarray | None = None
+
+
+def _match(prompts: list[str], images: list[str]) -> list[tuple[str, str]]:
+    """Pair prompts with images like the reference: N & N, 1 image & N prompts, or N images & 1 prompt."""
+    if not prompts or not images:
+        missing = "--validation_image" if prompts else "--validation_prompt"
+        given = "--validation_prompt" if prompts else "--validation_image"
+        raise UserError(f"{missing} must be set when {given} is set")
+    if len(prompts) == len(images):
+        return list(zip(prompts, images, strict=True))
+    if len(images) == 1:
+        return [(prompt, images[0]) for prompt in prompts]
+    if len(prompts) == 1:
+        return [(prompts[0], image) for image in images]
+    raise UserError(
+        f"got {len(prompts)} --validation_prompt and {len(images)} --validation_image: give one image, "
+        "one prompt, or the same number of each"
+    )
+
+
+def _load_image_pair(prompt: str, image_path: str, condition: Condition | None) -> ValidationPair:
+    path = Path(image_path)
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except OSError as exc:
+        raise UserError(f"cannot read --validation_image {image_path}: {exc}") from exc
+    sidecar = path.with_suffix(".json")
+    annotation = None
+    if condition is not None and sidecar.is_file():
+        try:
+            annotation = condition.from_record(json.loads(sidecar.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"cannot read the annotation in {sidecar}: {exc}") from exc
+    return ValidationPair(prompt, image, annotation)
+
+
+def _caption(value: Any) -> str:
+    """A caption cell may hold several captions (the reference accepts a list); take the first."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return str(value[0]) if len(value) else ""
+    return str(value)
+
+
+def _dataset_pairs(config, condition: Condition | None, dataset, count: int) -> list[ValidationPair]:
+    annotation_column = getattr(config, "annotation_column", None) or "annotation"
+    rows = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+    pairs = []
+    for index in dict.fromkeys(rows.tolist()):
+        row = dataset[index]
+        record = row.get(annotation_column)
+        annotation = condition.from_record(record) if condition is not None and record is not None else None
+        pairs.append(
+            ValidationPair(
+                prompt=_caption(row[config.caption_column]),
+                conditioning_image=row[config.conditioning_image_column].convert("RGB"),
+                annotation=annotation,
+            )
+        )
+    return pairs
+
+
+def validation_pairs(config, condition: Condition | None, dataset=None) -> list[ValidationPair]:
+    """The pairs to validate on; [] when the config asks for no validation.
+
+    ``--validation_prompt``/``--validation_image`` win; a sidecar ``NAME.json`` beside an image holds its
+    annotation as ``condition.to_record`` wrote it. Without them, ``validation_rows`` rows spread evenly over
+    ``dataset`` give their conditioning image, caption and annotation.
+    """
+    prompts = list(config.validation_prompt or [])
+    images = [str(image) for image in config.validation_image or []]
+    if prompts or images:
+        return [_load_image_pair(prompt, image, condition) for prompt, image in _match(prompts, images)]
+    rows = getattr(config, "validation_rows", 0) or 0
+    if rows > 0 and dataset is not None and len(dataset) > 0:
+        return _dataset_pairs(config, condition, dataset, rows)
+    return []
+
+
+def _fit(image: Image.Image, cell: int) -> Image.Image:
+    """``image`` scaled to fit a cell x cell square, centred on black, keeping its aspect ratio."""
+    scale = cell / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new("RGB", (cell, cell))
+    canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((cell - size[0]) // 2, (cell - size[1]) // 2))
+    return canvas
+
+
+def _shorten(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def validation_grid(rows: list[tuple[ValidationPair, list[Image.Image]]], cell: int) -> Image.Image:
+    """One row per pair: conditioning image | outputs, with the prompt written small under the row."""
+    columns = 1 + max(len(outputs) for _, outputs in rows)
+    font_size = max(10, cell // 20)
+    font = ImageFont.load_default(size=font_size)
+    caption_height = font_size + 6
+    row_height = cell + caption_height
+    grid = Image.new("RGB", (columns * cell, len(rows) * row_height), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (pair, outputs) in enumerate(rows):
+        top = r * row_height
+        for c, image in enumerate([pair.conditioning_image, *outputs]):
+            grid.paste(_fit(image, cell), (c * cell, top))
+        text = _shorten(draw, pair.prompt, font, columns * cell - 8)
+        draw.text((4, top + cell + 3), text, fill="black", font=font)
+    return grid
+
+
+def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """The NaN-aware mean of each key (NaN when every value is NaN), named ``validation/<key>``."""
+    means = {}
+    for key in sorted({key for score in scores for key in score}):
+        values = np.array([score.get(key, math.nan) for score in scores], dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means[f"validation/{key}"] = float(np.nanmean(values)) if values.size else math.nan
+    return means
+
+
+def _log_to_trackers(accelerator, rows: list[tuple[ValidationPair, list[Image.Image]]], cell: int, step: int):
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, (pair, outputs) in enumerate(rows):
+                stacked = np.stack(
+                    [np.asarray(_fit(image, cell)) for image in [pair.conditioning_image, *outputs]]
+                )
+                tracker.writer.add_images(
+                    f"validation/{index}: {pair.prompt}", stacked, step, dataformats="NHWC"
+                )
+        elif tracker.name == "wandb":
+            wandb = require("wandb", "wandb")
+            images = []
+            for pair, outputs in rows:
+                images.append(wandb.Image(pair.conditioning_image, caption="ControlNet conditioning"))
+                images.extend(wandb.Image(output, caption=pair.prompt) for output in outputs)
+            tracker.log({"validation": images}, step=step)
+        else:
+            logger.warning(
+                "validation images are not logged to the %s tracker (only the grid file)", tracker.name
+            )
+
+
+def log_validation(
+    *,
+    vae,
+    text_encoder,
+    tokenizer,
+    unet,
+    controlnet,
+    config,
+    accelerator,
+    weight_dtype,
+    step: int,
+    pairs: list[ValidationPair],
+    condition: Condition | None,
+) -> dict[str, float]:
+    """Sample ``num_validation_images`` per pair with the ControlNet as trained so far, save and log the grid.
+
+    Writes ``output_dir/validation/step-N.png``, logs the images (and the scores) to the accelerator's
+    trackers, and returns ``{"validation/<key>": mean}`` over every output whose pair has an annotation
+    ({} without a condition). The training state is left as it was: the ControlNet's train/eval mode, its
+    gradients and the global RNG (a seeded generator is always used).
+    """
+    import torch
+    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
+
+    if not pairs:
+        return {}
+    model = accelerator.unwrap_model(controlnet)
+    was_training = model.training
+    model.eval()
+    scheduler = UniPCMultistepScheduler.from_pretrained(
+        config.pretrained_model_name_or_path,
+        subfolder="scheduler",
+        revision=getattr(config, "revision", None),
+    )
+    pipeline = StableDiffusionControlNetPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=model,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    steps = getattr(config, "validation_inference_steps", None) or DEFAULT_INFERENCE_STEPS
+    seed = config.seed if config.seed is not None else 0
+    device_type = accelerator.device.type
+    autocast = torch.autocast(device_type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
+    rows: list[tuple[ValidationPair, list[Image.Image]]] = []
+    scores: list[dict[str, float]] = []
+    try:
+        for pair in pairs:
+            generator = torch.Generator().manual_seed(seed)
+            with torch.no_grad(), autocast:
+                outputs = pipeline(
+                    pair.prompt,
+                    pair.conditioning_image,
+                    num_inference_steps=steps,
+                    num_images_per_prompt=config.num_validation_images,
+                    generator=generator,
+                ).images
+            # The pipeline rounds the size down to a multiple of 8; score in the annotation's pixel frame.
+            outputs = [image.resize(pair.conditioning_image.size) for image in outputs]
+            rows.append((pair, outputs))
+            if condition is not None and pair.annotation is not None:
+                scores.extend(condition.score(output, pair.annotation) for output in outputs)
+    finally:
+        del pipeline
+        model.train(was_training)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    means = _mean_scores(scores)
+    cell = min(max(max(pair.conditioning_image.size) for pair in pairs), config.resolution)
+    if accelerator.is_main_process:
+        folder = Path(config.output_dir) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        validation_grid(rows, cell).save(folder / f"step-{step}.png")
+    _log_to_trackers(accelerator, rows, cell, step)
+    if means:
+        accelerator.log(means, step=step)
+    return means
