@@ -1,0 +1,99 @@
+"""Load a Stable Diffusion base model's parts, and a ControlNet, from a Hub id or a local folder.
+
+Safetensors only unless the user allows pickle weights by flag; remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controlkit.errors import UserError
+
+
+@dataclass
+class BaseComponents:
+    tokenizer: Any
+    text_encoder: Any
+    vae: Any
+    unet: Any
+    noise_scheduler: Any
+
+
+def _pickle_files(path: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(path)) for ext in ("*.bin", "*.ckpt", "*.pt", "*.pth") for p in path.rglob(ext)
+    )
+
+
+def _check_source(name: str, allow_pickle: bool) -> None:
+    local = Path(name)
+    if local.exists():
+        if not local.is_dir():
+            raise UserError(f"{name} is a file; give a model folder in the diffusers layout or a Hub id")
+        if not allow_pickle and not list(local.rglob("*.safetensors")) and _pickle_files(local):
+            raise UserError(
+                f"{name} has only pickle weights ({', '.join(_pickle_files(local)[:3])}); "
+                "convert them to safetensors or pass --allow_pickle if you trust them"
+            )
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model folder not found: {name}")
+
+
+def _load_error(what: str, name: str, exc: Exception) -> UserError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"cannot load the {what} from {name}: {first}")
+
+
+def load_base_components(
+    name: str,
+    revision: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    tokenizer_name: str | None = None,
+    allow_pickle: bool = False,
+) -> BaseComponents:
+    """Tokenizer, CLIP text encoder, VAE, UNet and DDPM noise scheduler of an SD 1.x/2.x model."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    _check_source(name, allow_pickle)
+    common = {"revision": revision, "cache_dir": cache_dir}
+    weights = {**common, "variant": variant, "use_safetensors": not allow_pickle}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer_name or name,
+            subfolder=None if tokenizer_name else "tokenizer",
+            use_fast=False,
+            trust_remote_code=False,
+            **common,
+        )
+        text_encoder = CLIPTextModel.from_pretrained(
+            name, subfolder="text_encoder", trust_remote_code=False, **weights
+        )
+        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", **weights)
+        unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", **weights)
+        noise_scheduler = DDPMScheduler.from_pretrained(name, subfolder="scheduler", **common)
+    except (OSError, ValueError) as exc:
+        raise _load_error("base model", name, exc) from exc
+    return BaseComponents(tokenizer, text_encoder, vae, unet, noise_scheduler)
+
+
+def load_controlnet(
+    name: str,
+    revision: str | None = None,
+    variant: str | None = None,
+    cache_dir: str | None = None,
+    allow_pickle: bool = False,
+):
+    """An existing diffusers ControlNetModel to start training from (or to use)."""
+    from diffusers import ControlNetModel
+
+    _check_source(name, allow_pickle)
+    try:
+        return ControlNetModel.from_pretrained(
+            name, revision=revision, variant=variant, cache_dir=cache_dir, use_safetensors=not allow_pickle
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error("ControlNet", name, exc) from exc

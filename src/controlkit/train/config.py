@@ -1,0 +1,322 @@
+"""The training configuration: every flag of the diffusers ControlNet example, plus controlkit's extras.
+
+One dataclass is the single source of truth: the argparse flags, the ``--config`` file keys and the
+effective config written to ``output_dir/train_config.yaml`` all come from its fields. Precedence, lowest
+first: field defaults, the ``--vram`` preset, the config file, flags given on the command line.
+This module imports nothing heavy, so ``controlkit train --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controlkit.errors import UserError
+
+CONFIG_FILE_NAME = "train_config.yaml"
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+REPORT_TO = ("tensorboard", "wandb", "all", "none")
+
+
+def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Field names and defaults are those of diffusers' examples/controlnet/train_controlnet.py."""
+
+    # Models
+    pretrained_model_name_or_path: str | None = _opt(
+        None,
+        "Base Stable Diffusion 1.x/2.x model: a Hub id or a local folder in the diffusers layout (required).",
+    )
+    controlnet_model_name_or_path: str | None = _opt(
+        None, "Start from this ControlNet (Hub id or folder) instead of a copy of the base model's UNet."
+    )
+    revision: str | None = _opt(None, "Revision (branch, tag or commit) of the base model on the Hub.")
+    variant: str | None = _opt(None, "Weights variant of the base model, e.g. fp16.")
+    tokenizer_name: str | None = _opt(None, "Tokenizer name or path, if not the base model's own.")
+    allow_pickle: bool = _opt(
+        False, "Allow loading pickle (.bin/.ckpt) weights; by default only safetensors are loaded."
+    )
+    # Output and reproducibility
+    output_dir: str = _opt(
+        "controlnet-model", "Where the ControlNet, checkpoints, logs and metrics are written."
+    )
+    cache_dir: str | None = _opt(None, "Where downloaded models and datasets are stored.")
+    seed: int | None = _opt(None, "A seed for reproducible training (data order, noise, caption dropout).")
+    resolution: int = _opt(512, "Training resolution in pixels; images are resized and center-cropped to it.")
+    # Schedule
+    train_batch_size: int = _opt(4, "Batch size per device.")
+    num_train_epochs: int = _opt(1, "Number of passes over the dataset (ignored if max_train_steps is set).")
+    max_train_steps: int | None = _opt(None, "Total optimizer steps; overrides num_train_epochs.")
+    checkpointing_steps: int = _opt(
+        500, "Save a resumable checkpoint-N/ every N optimizer steps (the final model is saved separately)."
+    )
+    checkpoints_total_limit: int | None = _opt(
+        None, "Keep at most this many checkpoints (oldest removed first)."
+    )
+    resume_from_checkpoint: str | None = _opt(
+        None, 'Resume from a checkpoint: "latest", a checkpoint-N name in output_dir, or a path.'
+    )
+    gradient_accumulation_steps: int = _opt(1, "Micro-batches accumulated before each optimizer step.")
+    gradient_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
+    learning_rate: float = _opt(5e-6, "Initial learning rate (after the warm-up).")
+    scale_lr: bool = _opt(
+        False, "Scale the learning rate by GPUs x gradient accumulation steps x batch size."
+    )
+    lr_scheduler: str = _opt("constant", "Learning-rate schedule.", choices=LR_SCHEDULERS)
+    lr_warmup_steps: int = _opt(500, "Warm-up steps of the learning-rate schedule.")
+    lr_num_cycles: int = _opt(1, "Hard restarts of the cosine_with_restarts schedule.")
+    lr_power: float = _opt(1.0, "Power factor of the polynomial schedule.")
+    # Optimizer and memory
+    use_8bit_adam: bool = _opt(
+        False, "8-bit Adam from bitsandbytes (needs a CUDA GPU and controlkit[lowmem])."
+    )
+    dataloader_num_workers: int = _opt(0, "Worker processes loading data (0: in the main process).")
+    adam_beta1: float = _opt(0.9, "Adam beta1.")
+    adam_beta2: float = _opt(0.999, "Adam beta2.")
+    adam_weight_decay: float = _opt(1e-2, "Adam weight decay.")
+    adam_epsilon: float = _opt(1e-08, "Adam epsilon.")
+    max_grad_norm: float = _opt(1.0, "Clip gradients to this norm.")
+    allow_tf32: bool = _opt(False, "Allow TF32 matmuls on Ampere GPUs (faster, slightly less precise).")
+    mixed_precision: str | None = _opt(
+        None,
+        "Mixed precision: the frozen UNet, VAE and text encoder in fp16/bf16, the ControlNet in fp32. "
+        "Default: the accelerate config's setting.",
+        choices=("no", "fp16", "bf16"),
+    )
+    enable_xformers_memory_efficient_attention: bool = _opt(
+        False, "Use xformers attention if installed; otherwise PyTorch's SDPA (the default) is used."
+    )
+    set_grads_to_none: bool = _opt(False, "Set gradients to None instead of zero (saves memory).")
+    vram: int | None = _opt(
+        None,
+        "Apply the walkthrough's memory settings for a GPU of this many GB and print them "
+        "(flags and config keys you give still win).",
+        choices=(8, 12, 16, 24),
+    )
+    cache_latents: bool = _opt(
+        False,
+        "Compute VAE latents and text embeddings once, keep them on disk, reuse them across epochs and runs.",
+    )
+    latents_cache_dir: str | None = _opt(
+        None, "Where --cache_latents stores its cache (default: ~/.cache/controlkit/latents)."
+    )
+    # Hub and tracking
+    push_to_hub: bool = _opt(False, "Upload the final ControlNet and its model card to the Hub.")
+    hub_token: str | None = _opt(None, "Hub token (default: the saved login or HF_TOKEN).")
+    hub_model_id: str | None = _opt(None, "Hub repo to push to (default: the output_dir name).")
+    logging_dir: str = _opt("logs", "Tracker log folder, relative to output_dir.")
+    report_to: str = _opt("tensorboard", "Tracker for losses and validation images.", choices=REPORT_TO)
+    tracker_project_name: str = _opt("train_controlnet", "Project name passed to the tracker.")
+    # Data
+    dataset_name: str | None = _opt(
+        None,
+        "Training data: a Hub dataset id, a folder written by datasets' save_to_disk (e.g. by "
+        "`controlkit data build`), or parquet file(s)/folder.",
+    )
+    dataset_config_name: str | None = _opt(None, "Config of the Hub dataset, if it has several.")
+    train_data_dir: str | None = _opt(
+        None,
+        "An image folder whose metadata.jsonl gives file_name, conditioning_image_file_name and the caption.",
+    )
+    image_column: str = _opt("image", "Column of target images.")
+    conditioning_image_column: str = _opt("conditioning_image", "Column of conditioning images.")
+    caption_column: str = _opt("text", "Column of captions (a string or a list of strings).")
+    max_train_samples: int | None = _opt(
+        None, "Train on at most this many samples (for debugging or quick runs)."
+    )
+    proportion_empty_prompts: float = _opt(
+        0.0, "Fraction of captions replaced by the empty prompt (caption dropout), from 0 to 1."
+    )
+    # Validation
+    validation_prompt: list[str] | None = _opt(None, "Prompts evaluated every validation_steps.", nargs="+")
+    validation_image: list[str] | None = _opt(
+        None,
+        "Conditioning images for the validation prompts (one, or one per prompt); a NAME.json beside an "
+        "image may hold its annotation for adherence scores.",
+        nargs="+",
+    )
+    validation_rows: int = _opt(
+        0, "Also validate on this many (conditioning image, caption) rows taken from the training dataset."
+    )
+    num_validation_images: int = _opt(4, "Images generated per validation pair.")
+    validation_steps: int = _opt(100, "Run validation every N optimizer steps.")
+    # The file this configuration was read from (not itself a training option).
+    config: str | None = _opt(
+        None, "A YAML or TOML file holding these same keys; flags given here override it."
+    )
+
+    @classmethod
+    def from_args(cls, argv: list[str]) -> TrainConfig:
+        """Parse a `controlkit train` command line (with --config file support) into a TrainConfig."""
+        parser = argparse.ArgumentParser(prog="controlkit train")
+        add_arguments(parser)
+        return cls.from_namespace(parser.parse_args(argv))
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace) -> TrainConfig:
+        """Merge defaults, --vram preset, config file and explicitly given flags (parsed with SUPPRESS)."""
+        given = {k: v for k, v in vars(namespace).items() if k in _FIELDS}
+        from_file = load_config_file(given["config"]) if given.get("config") else {}
+        explicit = {**from_file, **given}
+        values = {}
+        vram = explicit.get("vram")
+        if vram is not None:
+            from controlkit.train.memory import vram_preset
+
+            values.update(vram_preset(int(vram)))
+        values.update(explicit)
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """One clear line for each kind of bad input, before any model is loaded."""
+        if not self.pretrained_model_name_or_path:
+            raise UserError("--pretrained_model_name_or_path is required (a Hub id or a local model folder)")
+        if self.dataset_name is None and self.train_data_dir is None:
+            raise UserError("give the training data with --dataset_name or --train_data_dir")
+        if self.dataset_name is not None and self.train_data_dir is not None:
+            raise UserError("give only one of --dataset_name and --train_data_dir")
+        if self.resolution <= 0 or self.resolution % 8 != 0:
+            raise UserError(
+                f"--resolution must be a positive multiple of 8 (VAE downsamples 8x), got {self.resolution}"
+            )
+        if not 0 <= self.proportion_empty_prompts <= 1:
+            raise UserError(
+                f"--proportion_empty_prompts must be in [0, 1], got {self.proportion_empty_prompts}"
+            )
+        for name in (
+            "train_batch_size",
+            "gradient_accumulation_steps",
+            "checkpointing_steps",
+            "validation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise UserError(
+                f"--checkpoints_total_limit must be at least 1, got {self.checkpoints_total_limit}"
+            )
+        if self.max_train_steps is not None and self.max_train_steps < 1:
+            raise UserError(f"--max_train_steps must be at least 1, got {self.max_train_steps}")
+        if self.validation_prompt is not None and self.validation_image is not None:
+            n_prompts, n_images = len(self.validation_prompt), len(self.validation_image)
+            if not (n_prompts == 1 or n_images == 1 or n_prompts == n_images):
+                raise UserError(
+                    f"give one --validation_image, one --validation_prompt, or as many of each "
+                    f"(got {n_images} images and {n_prompts} prompts)"
+                )
+        if self.report_to == "wandb" and self.hub_token is not None:
+            raise UserError(
+                "--hub_token with --report_to wandb would leak the token to wandb; use `hf auth login`"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _converter(f: dataclasses.Field) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind.startswith("bool"):
+        return _bool
+    if kind.startswith("int"):
+        return int
+    if kind.startswith("float"):
+        return float
+    return str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every TrainConfig field as a flag of the same name; unset flags stay out of the namespace."""
+    for f in dataclasses.fields(TrainConfig):
+        meta = dict(f.metadata)
+        help_text = meta.pop("help")
+        if f.default is not None and f.default is not False:
+            help_text += f" (default: {f.default})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, **meta}
+        if _converter(f) is _bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _converter(f)
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or TOML config with the flag names as keys, checking names and types."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(path.read_text())
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            import yaml
+
+            raw = yaml.safe_load(path.read_text()) or {}
+        else:
+            raise UserError(f"config file must be .yaml, .yml or .toml: {path}")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise UserError(f"cannot parse config file {path}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("yaml"):
+            raise UserError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from exc
+        raise
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must hold a mapping of flag names to values")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS or name == "config":
+            raise UserError(f"unknown key {key!r} in config file {path}")
+        values[name] = _coerce(_FIELDS[name], value, path)
+    return values
+
+
+def _coerce(f: dataclasses.Field, value: Any, path: Path) -> Any:
+    if value is None:
+        return None
+    convert = _converter(f)
+    try:
+        if f.metadata.get("nargs") == "+":
+            items = value if isinstance(value, list) else [value]
+            return [convert(item) for item in items]
+        converted = convert(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad value for {f.name!r} in config file {path}: {value!r}") from exc
+    if "choices" in f.metadata and converted not in f.metadata["choices"]:
+        raise UserError(f"bad value for {f.name!r} in config file {path}: {value!r}")
+    return converted
+
+
+def write_effective_config(config: TrainConfig, output_dir: str | os.PathLike) -> Path:
+    """Write the merged configuration; `--config` on this file reruns the same training."""
+    import yaml
+
+    values = {k: v for k, v in config.to_dict().items() if k not in ("config", "hub_token")}
+    path = Path(output_dir) / CONFIG_FILE_NAME
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False))
+    return path

@@ -1,0 +1,326 @@
+"""Training data: find the dataset, name its columns, drop undecodable images, and transform samples.
+
+Sources: a Hub dataset id, a `datasets.save_to_disk` folder (what `controlkit data build` writes), parquet
+files or a folder of them, or an image folder (`--train_data_dir`) whose metadata.jsonl names each
+`file_name` and `conditioning_image_file_name`. Transforms follow the diffusers example: resize the short
+side to the resolution, center-crop; the image goes to [-1, 1], the conditioning image to [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from controlkit.errors import UserError
+from controlkit.metadata import read_metadata
+
+TRANSFORM_VERSION = "resize-bilinear+center-crop/v1"
+_DEFAULT_COLUMNS = {
+    "image_column": "image",
+    "conditioning_image_column": "conditioning_image",
+    "caption_column": "text",
+}
+_METADATA_COLUMNS = {
+    "image_column": "image_column",
+    "conditioning_image_column": "conditioning_image_column",
+    "caption_column": "caption_column",
+}
+
+
+@dataclass
+class TrainingData:
+    """The dataset to train on, with what the trainer needs to know about it."""
+
+    dataset: Any  # datasets.Dataset, decodable images only
+    image_column: str
+    conditioning_image_column: str
+    caption_column: str
+    fingerprint: str  # stable across runs for the same data: a key of the latents cache
+    metadata: dict = field(default_factory=dict)  # the dataset's controlkit.json ({} when none)
+    skipped: list[int] = field(default_factory=list)  # indices of rows whose images failed to decode
+    source: str = ""
+
+
+def load_training_data(config, cache_root: Path | None = None) -> TrainingData:
+    """Load, name columns, drop undecodable rows and subsample, as the config says."""
+    if config.train_data_dir is not None:
+        dataset, fingerprint = _load_image_folder(Path(config.train_data_dir))
+        source = str(config.train_data_dir)
+        metadata = read_metadata(source)
+    else:
+        dataset, fingerprint, metadata = _load_named(config)
+        source = config.dataset_name
+    columns = _resolve_columns(config, dataset, metadata)
+    for column in (columns["image_column"], columns["conditioning_image_column"]):
+        dataset = _as_image_column(dataset, column)
+    skipped = _undecodable_rows(dataset, columns, fingerprint, cache_root)
+    if skipped:
+        print(
+            f"skipped {len(skipped)} of {len(dataset)} rows whose images failed to decode "
+            f"(first: {skipped[:10]})",
+            file=sys.stderr,
+        )
+        bad = set(skipped)
+        dataset = dataset.select([i for i in range(len(dataset)) if i not in bad], keep_in_memory=True)
+    if config.max_train_samples is not None:
+        n = min(config.max_train_samples, len(dataset))
+        dataset = dataset.shuffle(seed=config.seed, keep_in_memory=True).select(range(n), keep_in_memory=True)
+        fingerprint = digest(fingerprint, "max", config.max_train_samples, config.seed)
+    if len(dataset) == 0:
+        raise UserError(f"the training dataset {source} has no usable rows")
+    return TrainingData(
+        dataset, **columns, fingerprint=fingerprint, metadata=metadata, skipped=skipped, source=source
+    )
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def _first_split(loaded: Any, name: str) -> Any:
+    from datasets import DatasetDict
+
+    if isinstance(loaded, DatasetDict):
+        if "train" in loaded:
+            return loaded["train"]
+        if len(loaded) == 1:
+            return next(iter(loaded.values()))
+        raise UserError(f"{name} has splits {sorted(loaded)} and none is called 'train'")
+    return loaded
+
+
+def _load_named(config) -> tuple[Any, str, dict]:
+    import datasets
+
+    name = config.dataset_name
+    local = Path(name)
+    try:
+        if local.is_dir() and ((local / "state.json").exists() or (local / "dataset_dict.json").exists()):
+            dataset = _first_split(datasets.load_from_disk(str(local)), name)
+            return dataset, dataset._fingerprint, read_metadata(local)
+        parquet = (
+            sorted(local.rglob("*.parquet"))
+            if local.is_dir()
+            else [local]
+            if local.suffix == ".parquet"
+            else []
+        )
+        if parquet:
+            files = [str(p) for p in parquet]
+            dataset = datasets.load_dataset(
+                "parquet", data_files={"train": files}, split="train", cache_dir=config.cache_dir
+            )
+            stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+            return dataset, digest("parquet", stats), read_metadata(local if local.is_dir() else local.parent)
+        if local.exists():
+            loaded = datasets.load_dataset(str(local), config.dataset_config_name, cache_dir=config.cache_dir)
+            dataset = _first_split(loaded, name)
+            return dataset, dataset._fingerprint, read_metadata(local)
+        if name.startswith((".", "/", "~")):
+            raise UserError(f"dataset not found: {name}")
+        loaded = datasets.load_dataset(name, config.dataset_config_name, cache_dir=config.cache_dir)
+    except (FileNotFoundError, ConnectionError, ValueError) as exc:
+        raise UserError(
+            f"cannot load dataset {name}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from exc
+    dataset = _first_split(loaded, name)
+    return dataset, dataset._fingerprint, read_metadata(name, repo_type="dataset")
+
+
+def _load_image_folder(folder: Path) -> tuple[Any, str]:
+    """An image folder described by metadata.jsonl; paths must stay inside the folder."""
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    meta = folder / "metadata.jsonl"
+    if not meta.is_file():
+        raise UserError(
+            f"{folder} has no metadata.jsonl (one JSON line per image: file_name, "
+            "conditioning_image_file_name, text)"
+        )
+    root = folder.resolve()
+    rows: dict[str, list] = {}
+    lines = [line for line in meta.read_text().splitlines() if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{meta} line {number} is not JSON: {exc}") from exc
+        for key in ("file_name", "conditioning_image_file_name"):
+            if key not in record:
+                raise UserError(f"{meta} line {number} has no {key!r}")
+            path = (folder / record[key]).resolve()
+            if not path.is_relative_to(root):
+                raise UserError(f"{meta} line {number}: {record[key]!r} points outside the dataset folder")
+            record[key] = str(path)
+        record["image"] = record.pop("file_name")
+        record["conditioning_image"] = record.pop("conditioning_image_file_name")
+        for key, value in record.items():
+            rows.setdefault(key, [None] * (number - 1)).append(value)
+        for values in rows.values():
+            values.extend([None] * (number - len(values)))
+    dataset = Dataset.from_dict(rows)
+    for column in ("image", "conditioning_image"):
+        dataset = dataset.cast_column(column, ImageFeature())
+    stats = [
+        (p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns)
+        for p in rows["image"] + rows["conditioning_image"]
+        if Path(p).exists()
+    ]
+    return dataset, digest("imagefolder", meta.read_text(), stats)
+
+
+def _resolve_columns(config, dataset, metadata: dict) -> dict[str, str]:
+    """Flags win; at their defaults, the dataset's controlkit.json names the columns."""
+    columns = {}
+    for flag, default in _DEFAULT_COLUMNS.items():
+        value = getattr(config, flag)
+        if value == default and metadata.get(_METADATA_COLUMNS[flag]):
+            value = metadata[_METADATA_COLUMNS[flag]]
+        if value not in dataset.column_names:
+            raise UserError(
+                f"column {value!r} (--{flag}) is not in the dataset; "
+                f"its columns are: {', '.join(dataset.column_names)}"
+            )
+        columns[flag] = value
+    return columns
+
+
+def _as_image_column(dataset, column: str):
+    from datasets import Image as ImageFeature
+
+    if not isinstance(dataset.features[column], ImageFeature):
+        try:
+            dataset = dataset.cast_column(column, ImageFeature())
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"column {column!r} does not hold images ({dataset.features[column]})") from exc
+    return dataset
+
+
+def _decodes(value: dict | None) -> bool:
+    if value is None:
+        return False
+    try:
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+        with Image.open(source) as image:
+            image.load()
+        return True
+    except Exception:  # any decoder failure means the row is skipped, never a crash
+        return False
+
+
+def _undecodable_rows(
+    dataset, columns: dict[str, str], fingerprint: str, cache_root: Path | None
+) -> list[int]:
+    """Indices of rows whose image or conditioning image fails to decode; remembered per dataset."""
+    from datasets import Image as ImageFeature
+    from tqdm.auto import tqdm
+
+    names = [columns["image_column"], columns["conditioning_image_column"]]
+    record = None
+    if cache_root is not None:
+        record = cache_root / "decode-checks" / f"{digest(fingerprint, names)}.json"
+        if record.is_file():
+            return json.loads(record.read_text())
+    raw = dataset.select_columns(names)
+    for name in names:
+        raw = raw.cast_column(name, ImageFeature(decode=False))
+
+    def check(index: int) -> bool:
+        row = raw[index]
+        return all(_decodes(row[name]) for name in names)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            tqdm(pool.map(check, range(len(raw))), total=len(raw), desc="checking images", leave=False)
+        )
+    skipped = [i for i, ok in enumerate(results) if not ok]
+    if record is not None:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(skipped))
+    return skipped
+
+
+def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
+    """Resize the short side to ``resolution`` (bilinear, antialiased) and cut the center square."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = resolution / min(width, height)
+    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def pick_caption(value: Any, index: int, seed: int | None, column: str) -> str:
+    """A row's caption; for a list of captions, one chosen by (seed, row) so every run and cache agree."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return random.Random(f"{seed}-{index}").choice(list(value))
+    raise UserError(f"caption column {column!r} should hold strings or lists of strings, got {value!r}")
+
+
+class PairedImages(torch.utils.data.Dataset):
+    """Rows -> tensors: pixel_values [-1,1], conditioning_pixel_values [0,1], input_ids, index."""
+
+    def __init__(
+        self, data: TrainingData, resolution: int, tokenizer, seed: int | None, with_targets: bool = True
+    ):
+        self.data, self.resolution, self.tokenizer, self.seed = data, resolution, tokenizer, seed
+        self.with_targets = with_targets
+
+    def __len__(self) -> int:
+        return len(self.data.dataset)
+
+    def conditioning(self, index: int) -> torch.Tensor:
+        image = self.data.dataset[index][self.data.conditioning_image_column]
+        return to_tensor(resize_center_crop(image, self.resolution))
+
+    def target(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.data.dataset[index]
+        pixels = to_tensor(resize_center_crop(row[self.data.image_column], self.resolution)) * 2.0 - 1.0
+        caption = pick_caption(row[self.data.caption_column], index, self.seed, self.data.caption_column)
+        return {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = {"index": index, "conditioning_pixel_values": self.conditioning(index)}
+        if self.with_targets:
+            item.update(self.target(index))
+        return item
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    return tokenizer(
+        captions,
+        max_length=tokenizer.model_max_length,
+        padding="max_length",
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack each field; the conditioning images stay float32 (the ControlNet trains in fp32)."""
+    batch: dict[str, torch.Tensor] = {}
+    for key in examples[0]:
+        values = [example[key] for example in examples]
+        batch[key] = torch.tensor(values) if key == "index" else torch.stack(values)
+    return batch
