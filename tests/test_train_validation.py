@@ -119,7 +119,7 @@ def test_sidecar_json_holds_the_annotation(tmp_path):
     assert first.annotation.dtype == np.float32 and second.annotation is None
 
 
-def test_dataset_rows_give_pairs_only_when_asked(tmp_path):
+def test_dataset_rows_add_pairs_only_when_asked(tmp_path):
     import datasets
 
     condition = conditions.get("test-mean-colour")
@@ -133,7 +133,8 @@ def test_dataset_rows_give_pairs_only_when_asked(tmp_path):
     ).cast_column("conditioning_image", datasets.Image())
     assert validation_pairs(make_config(tmp_path), condition, dataset) == []
     pairs = validation_pairs(make_config(tmp_path, validation_rows=3), condition, dataset)
-    assert [pair.prompt for pair in pairs] == ["caption 0", "caption 2", "caption 4"]
+    expected = ["caption 0", "caption 2", "caption 4"]
+    assert [pair.prompt for pair in pairs] == expected
     np.testing.assert_array_equal(pairs[1].annotation, [80.0, 0.0, 0.0])
     assert pairs[2].conditioning_image.getpixel((0, 0)) == (160, 0, 0)
     given = make_config(
@@ -142,7 +143,7 @@ def test_dataset_rows_give_pairs_only_when_asked(tmp_path):
         validation_prompt=["p"],
         validation_image=[save_image(tmp_path / "v.png", 0)],
     )
-    assert [pair.prompt for pair in validation_pairs(given, condition, dataset)] == ["p"]
+    assert [pair.prompt for pair in validation_pairs(given, condition, dataset)] == ["p", *expected]
 
 
 def test_grid_has_a_row_per_pair_and_the_conditioning_image_first():

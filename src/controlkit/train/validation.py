@@ -3,7 +3,7 @@
 The grid shows whether the ControlNet follows its condition; when the condition can score adherence
 (annotate the generated image again and compare), the mean score per key is returned so the trainer
 can log it with the loss. The pairs come from ``--validation_prompt``/``--validation_image``, matched as
-the diffusers reference does, or from dataset rows when ``validation_rows`` asks for it.
+the diffusers reference does, and from dataset rows when ``validation_rows`` asks for them.
 """
 
 from __future__ import annotations
@@ -101,18 +101,19 @@ def _dataset_pairs(config, condition: Condition | None, dataset, count: int) -> 
 def validation_pairs(config, condition: Condition | None, dataset=None) -> list[ValidationPair]:
     """The pairs to validate on; [] when the config asks for no validation.
 
-    ``--validation_prompt``/``--validation_image`` win; a sidecar ``NAME.json`` beside an image holds its
-    annotation as ``condition.to_record`` wrote it. Without them, ``validation_rows`` rows spread evenly over
-    ``dataset`` give their conditioning image, caption and annotation.
+    ``--validation_prompt``/``--validation_image`` give pairs (a sidecar ``NAME.json`` beside an image holds
+    its annotation as ``condition.to_record`` wrote it); ``validation_rows`` adds that many rows spread
+    evenly over ``dataset``, with their conditioning image, caption and annotation.
     """
     prompts = list(config.validation_prompt or [])
     images = [str(image) for image in config.validation_image or []]
+    pairs = []
     if prompts or images:
-        return [_load_image_pair(prompt, image, condition) for prompt, image in _match(prompts, images)]
+        pairs = [_load_image_pair(prompt, image, condition) for prompt, image in _match(prompts, images)]
     rows = getattr(config, "validation_rows", 0) or 0
     if rows > 0 and dataset is not None and len(dataset) > 0:
-        return _dataset_pairs(config, condition, dataset, rows)
-    return []
+        pairs += _dataset_pairs(config, condition, dataset, rows)
+    return pairs
 
 
 def _fit(image: Image.Image, cell: int) -> Image.Image:
@@ -200,10 +201,10 @@ def log_validation(
 ) -> dict[str, float]:
     """Sample ``num_validation_images`` per pair with the ControlNet as trained so far, save and log the grid.
 
-    Writes ``output_dir/validation/step-N.png``, logs the images (and the scores) to the accelerator's
-    trackers, and returns ``{"validation/<key>": mean}`` over every output whose pair has an annotation
-    ({} without a condition). The training state is left as it was: the ControlNet's train/eval mode, its
-    gradients and the global RNG (a seeded generator is always used).
+    Writes ``output_dir/validation/step-N.png``, logs the images to the accelerator's trackers, and
+    returns ``{"validation/<key>": mean}`` over every output whose pair has an annotation ({} without a
+    condition), for the caller to log with its metrics. The training state is left as it was: the
+    ControlNet's train/eval mode, its gradients and the global RNG (a seeded generator is always used).
     """
     import torch
     from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
@@ -265,6 +266,4 @@ def log_validation(
         folder.mkdir(parents=True, exist_ok=True)
         validation_grid(rows, cell).save(folder / f"step-{step}.png")
     _log_to_trackers(accelerator, rows, cell, step)
-    if means:
-        accelerator.log(means, step=step)
     return means
