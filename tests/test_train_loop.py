@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 import yaml
-from train_helpers import make_dataset, run_training, train_args
 
 from controlkit.metadata import read_metadata
+from train_helpers import make_dataset, run_training, train_args
 
 
 @pytest.fixture(scope="module")

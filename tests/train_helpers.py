@@ -17,7 +17,9 @@ def random_images(n: int, size: int = 64, seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def make_dataset(path: Path, n: int = 8, columns=("image", "conditioning_image", "text"), metadata=None) -> Path:
+def make_dataset(
+    path: Path, n: int = 8, columns=("image", "conditioning_image", "text"), metadata=None
+) -> Path:
     """A save_to_disk dataset of random 64 px pairs, optionally with a controlkit.json."""
     from datasets import Dataset
     from datasets import Image as ImageFeature
@@ -41,11 +43,15 @@ def make_image_folder(path: Path, n: int = 4, extra_line: dict | None = None) ->
     """An image folder with metadata.jsonl naming file_name and conditioning_image_file_name."""
     path.mkdir(parents=True, exist_ok=True)
     lines = []
-    for i, (image, conditioning) in enumerate(zip(random_images(n, seed=3), random_images(n, seed=4), strict=True)):
+    for i, (image, conditioning) in enumerate(
+        zip(random_images(n, seed=3), random_images(n, seed=4), strict=True)
+    ):
         image.save(path / f"{i}.png")
         (path / "cond").mkdir(exist_ok=True)
         conditioning.save(path / "cond" / f"{i}.png")
-        lines.append({"file_name": f"{i}.png", "conditioning_image_file_name": f"cond/{i}.png", "text": f"face {i}"})
+        lines.append(
+            {"file_name": f"{i}.png", "conditioning_image_file_name": f"cond/{i}.png", "text": f"face {i}"}
+        )
     if extra_line is not None:
         lines.append(extra_line)
     (path / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -131,6 +131,9 @@ class TrainConfig:
     image_column: str = _opt("image", "Column of target images.")
     conditioning_image_column: str = _opt("conditioning_image", "Column of conditioning images.")
     caption_column: str = _opt("text", "Column of captions (a string or a list of strings).")
+    annotation_column: str = _opt(
+        "annotation", "Column of condition annotations, used for adherence scores of --validation_rows."
+    )
     max_train_samples: int | None = _opt(
         None, "Train on at most this many samples (for debugging or quick runs)."
     )

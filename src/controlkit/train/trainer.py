@@ -258,6 +258,8 @@ def train(config: TrainConfig) -> Path:
     config.image_column = data.image_column
     config.conditioning_image_column = data.conditioning_image_column
     config.caption_column = data.caption_column
+    if config.annotation_column == "annotation" and data.metadata.get("annotation_column"):
+        config.annotation_column = data.metadata["annotation_column"]
     pairs = PairedImages(data, config.resolution, base.tokenizer, config.seed)
     with torch.no_grad():
         empty_prompt_embeds = base.text_encoder(
