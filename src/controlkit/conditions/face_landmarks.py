@@ -125,6 +125,7 @@ class FaceLandmarks:
         detector: str | Detector = "dlib",
         upsample: int = 0,
         spiga_weights: str | None = None,
+        spiga_model: str | None = None,
     ) -> None:
         if callable(detector):
             self.detector = detector
@@ -135,7 +136,7 @@ class FaceLandmarks:
         elif detector == "spiga":
             from controlkit.conditions.detectors.spiga_detector import SpigaLandmarks
 
-            self.detector = SpigaLandmarks(weights=spiga_weights, upsample=upsample)
+            self.detector = SpigaLandmarks(weights=spiga_weights, upsample=upsample, model=spiga_model)
         else:
             raise UserError(f"unknown face-landmarks detector {detector!r}; choose dlib or spiga")
 
@@ -184,5 +185,6 @@ class FaceLandmarks:
 
 @register("face-landmarks")
 def face_landmarks(**options: Any) -> FaceLandmarks:
-    """Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample``, ``spiga_weights`` (a path)."""
+    """Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample`` (dlib's, for the face boxes),
+    ``spiga_weights`` (a path), ``spiga_model`` (300wpublic, wflw, ...; else read from the file name)."""
     return FaceLandmarks(**options)
