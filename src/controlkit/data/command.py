@@ -31,7 +31,12 @@ def _options(text: str) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="build a paired dataset", description=__doc__)
+    build = actions.add_parser(
+        "build",
+        help="build a paired dataset",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     build.add_argument(
         "--source",
         required=True,
