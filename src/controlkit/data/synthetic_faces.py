@@ -8,7 +8,6 @@ images per second at 256 px on one core.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,7 +103,7 @@ def render_attributes(attributes: dict, size: int = 256) -> SyntheticFace:
 
     Position and scale are fractions of ``size``, so one set of attributes gives the same face at any size.
     """
-    attributes = copy.deepcopy(attributes)
+    attributes = dict(attributes)  # the painter records the fitted scale and centre in its copy
     image, landmarks = _Painter(attributes, size).paint()
     return SyntheticFace(Image.fromarray(image, "RGB"), landmarks, attributes)
 
@@ -149,78 +148,96 @@ def caption_words() -> list[str]:
     return sorted(set(fixed.split()) | set(names))
 
 
-def _choice(rng: np.random.Generator, options: dict) -> str:
-    """A key of ``options``: uniformly, or weighted by the values when they are numbers."""
-    names = list(options)
-    values = list(options.values())
-    if not isinstance(values[0], float):
-        return names[int(rng.integers(len(names)))]
-    return names[int(np.searchsorted(np.cumsum(values), rng.random() * sum(values), side="right"))]
+class _Draws:
+    """Random numbers drawn in two batches up front: sampling a face costs two generator calls, not fifty."""
 
+    def __init__(self, rng: np.random.Generator):
+        self.u = iter(rng.random(64).tolist())
+        self.z = iter(rng.standard_normal(24).tolist())
 
-def _jitter(rng: np.random.Generator, colour: tuple[int, ...], amount: float) -> list[int]:
-    return [int(v) for v in np.clip(np.asarray(colour) + rng.normal(0, amount, 3), 0, 255)]
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * next(self.u)
+
+    def chance(self, p: float) -> bool:
+        return next(self.u) < p
+
+    def normal(self, sd: float, limit: float) -> float:
+        return min(limit, max(-limit, sd * next(self.z)))
+
+    def choice(self, options: dict) -> str:
+        """A key of ``options``: uniformly, or weighted by the values when they are numbers."""
+        names, values = list(options), list(options.values())
+        if not isinstance(values[0], float):
+            return names[min(int(next(self.u) * len(names)), len(names) - 1)]
+        x, total = next(self.u) * sum(values), 0.0
+        for name, weight in zip(names, values, strict=True):
+            total += weight
+            if x < total:
+                return name
+        return names[-1]
+
+    def jitter(self, colour: tuple[int, ...], amount: float) -> list[int]:
+        return [int(min(255.0, max(0.0, c + amount * next(self.z)))) for c in colour]
 
 
 def sample_attributes(rng: np.random.Generator) -> dict:
     """Every random choice of a face, as plain values (they go into dataset rows and captions)."""
-    gender = "woman" if rng.random() < 0.5 else "man"
+    d = _Draws(rng)
+    gender = "woman" if d.chance(0.5) else "man"
     man = gender == "man"
-    skin = _choice(rng, SKIN_TONES)
-    hair_colour = _choice(rng, HAIR_COLOURS)
-    background = _choice(rng, BACKGROUNDS)
-    eye_colour = _choice(rng, EYE_COLOURS)
-    skin_rgb = _jitter(rng, SKIN_TONES[skin], 6)
-    lipstick = (not man) and rng.random() < 0.3
-    lip_target = np.array([150, 40, 60] if lipstick else [168, 82, 84])
-    lip_mix = 0.55 if lipstick else 0.3 + 0.1 * (not man)
-    lip_rgb = [int(v) for v in np.asarray(skin_rgb) * (1 - lip_mix) * 0.92 + lip_target * lip_mix]
-    elevation, azimuth = np.radians(rng.uniform(10, 50)), np.radians(rng.uniform(-60, 60))
-    scale = rng.uniform(0.17, 0.26)
+    skin, hair_colour = d.choice(SKIN_TONES), d.choice(HAIR_COLOURS)
+    background, eye_colour = d.choice(BACKGROUNDS), d.choice(EYE_COLOURS)
+    skin_rgb = d.jitter(SKIN_TONES[skin], 6)
+    lipstick = (not man) and d.chance(0.3)
+    lip_target = (150, 40, 60) if lipstick else (172, 72, 80)
+    lip_mix = 0.55 if lipstick else 0.36 + 0.08 * (not man)
+    lip_rgb = [int(c * (1 - lip_mix) * 0.92 + t * lip_mix) for c, t in zip(skin_rgb, lip_target, strict=True)]
+    elevation, azimuth = np.radians(d.uniform(10, 50)), np.radians(d.uniform(-60, 60))
+    scale = d.uniform(0.17, 0.26)
     return {
         "gender": gender,
-        "yaw": float(np.clip(rng.normal(0, 18), -40, 40)),
-        "pitch": float(np.clip(rng.normal(0, 8), -20, 20)),
-        "roll": float(np.clip(rng.normal(0, 8), -20, 20)),
-        "scale": float(scale),  # pixels per model unit, as a fraction of the image size
-        "centre": [float(0.5 + rng.normal(0, 0.04)), float(0.5 + 0.3 * scale + rng.normal(0, 0.03))],
-        "mouth_open": 0.0 if rng.random() < 0.5 else float(rng.uniform(0.15, 1.0)),
-        "smile": 0.0 if rng.random() < 0.4 else float(rng.uniform(0.2, 1.0)),
-        "eyes_open": float(rng.uniform(0.8, 1.0) if rng.random() < 0.8 else rng.uniform(0.25, 0.6)),
-        "brow_raise": float(rng.uniform(-0.6, 1.0)),
+        "yaw": d.normal(18, 40),
+        "pitch": d.normal(8, 20),
+        "roll": d.normal(8, 20),
+        "scale": scale,  # pixels per model unit, as a fraction of the image size
+        "centre": [0.5 + d.normal(0.04, 0.1), 0.5 + 0.3 * scale + d.normal(0.03, 0.08)],
+        "mouth_open": 0.0 if d.chance(0.5) else d.uniform(0.15, 1.0),
+        "smile": 0.0 if d.chance(0.4) else d.uniform(0.2, 1.0),
+        "eyes_open": d.uniform(0.8, 1.0) if d.chance(0.8) else d.uniform(0.25, 0.6),
+        "brow_raise": d.uniform(-0.6, 1.0),
         "identity": {
-            "face_width": float(rng.uniform(0.92, 1.05) + 0.03 * man),
-            "jaw_width": float(rng.uniform(0.98, 1.12) if man else rng.uniform(0.86, 1.0)),
-            "face_length": float(rng.uniform(0.92, 1.08)),
-            "eye_spacing": float(rng.uniform(0.93, 1.07)),
-            "eye_size": float(rng.uniform(0.88, 1.12) + 0.05 * (not man)),
-            "nose_length": float(rng.uniform(0.88, 1.12)),
-            "nose_width": float(rng.uniform(0.85, 1.2)),
-            "mouth_width": float(rng.uniform(0.88, 1.12)),
-            "lip_thickness": float(rng.uniform(0.75, 1.1) if man else rng.uniform(0.95, 1.35)),
-            "brow_height": float(rng.uniform(-0.04, 0.05)),
+            "face_width": d.uniform(0.92, 1.05) + 0.03 * man,
+            "jaw_width": d.uniform(0.98, 1.12) if man else d.uniform(0.86, 1.0),
+            "face_length": d.uniform(0.92, 1.08),
+            "eye_spacing": d.uniform(0.93, 1.07),
+            "eye_size": d.uniform(0.88, 1.12) + 0.05 * (not man),
+            "nose_length": d.uniform(0.88, 1.12),
+            "nose_width": d.uniform(0.85, 1.2),
+            "mouth_width": d.uniform(0.88, 1.12),
+            "lip_thickness": d.uniform(0.75, 1.1) if man else d.uniform(0.95, 1.35),
+            "brow_height": d.uniform(-0.04, 0.05),
         },
         "skin": skin,
         "skin_rgb": skin_rgb,
         "lip_rgb": lip_rgb,
-        "hair": _choice(rng, HAIR_STYLES[gender]),
+        "hair": d.choice(HAIR_STYLES[gender]),
         "hair_colour": hair_colour,
-        "hair_rgb": _jitter(rng, HAIR_COLOURS[hair_colour], 8),
+        "hair_rgb": d.jitter(HAIR_COLOURS[hair_colour], 8),
         "eye_colour": eye_colour,
-        "eye_rgb": _jitter(rng, EYE_COLOURS[eye_colour], 8),
-        "beard": bool(man and rng.random() < 0.2),
+        "eye_rgb": d.jitter(EYE_COLOURS[eye_colour], 8),
+        "beard": man and d.chance(0.2),
         "background": background,
-        "background_rgb": _jitter(rng, BACKGROUNDS[background], 10),
-        "background_gradient": [float(v) for v in rng.uniform(0.65, 1.15, 4)],  # brightness at the corners
-        "clothes_rgb": [int(v) for v in rng.integers(20, 230, 3)],
+        "background_rgb": d.jitter(BACKGROUNDS[background], 10),
+        "background_gradient": [d.uniform(0.65, 1.15) for _ in range(4)],  # brightness at the corners
+        "clothes_rgb": [int(d.uniform(20, 230)) for _ in range(3)],
         "light": [
             float(np.sin(azimuth) * np.cos(elevation)),
             float(-np.sin(elevation)),
             float(np.cos(azimuth) * np.cos(elevation)),
         ],
-        "ambient": float(rng.uniform(0.4, 0.55)),
-        "hairline": float(rng.uniform(-0.92, -0.82)),
-        "grain_offset": [float(v) for v in rng.random(2)],
+        "ambient": d.uniform(0.4, 0.55),
+        "hairline": d.uniform(-0.92, -0.82),
+        "grain_offset": [d.uniform(0, 1), d.uniform(0, 1)],
     }
 
 
@@ -240,21 +257,24 @@ def _catmull_basis(per_segment: int) -> np.ndarray:
     )
 
 
+@lru_cache(maxsize=64)
+def _catmull_windows(count: int, closed: bool) -> np.ndarray:
+    """(segments, 4) indices of the control points around each segment of a curve through ``count`` points."""
+    segments = count if closed else count - 1
+    idx = np.arange(segments)[:, None] + np.arange(-1, 3)[None, :]
+    return idx % count if closed else np.clip(idx, 0, count - 1)
+
+
 def _catmull_rom(points: np.ndarray, per_segment: int, closed: bool) -> np.ndarray:
     """A smooth curve through ``points`` (k, 2)."""
-    if closed:
-        p = np.concatenate([points[-1:], points, points[:2]])
-    else:
-        p = np.concatenate([points[:1], points, points[-1:]])
-    segments = len(p) - 3
-    windows = np.stack([p[i : i + segments] for i in range(4)], axis=1)  # (segments, 4, 2)
-    curve = np.einsum("tk,skd->std", _catmull_basis(per_segment), windows).reshape(-1, 2)
+    windows = points[_catmull_windows(len(points), closed)]  # (segments, 4, 2)
+    curve = (_catmull_basis(per_segment) @ windows).reshape(-1, 2)
     return curve if closed else np.concatenate([curve, points[-1:]])
 
 
 def _fx(xy: np.ndarray) -> np.ndarray:
-    """Pixel coordinates -> OpenCV fixed point (shift=4) for sub-pixel drawing."""
-    return np.round(np.asarray(xy) * 16).astype(np.int32).reshape(-1, 1, 2)
+    """Pixel coordinates (k, 2) -> OpenCV fixed point (shift=4) for sub-pixel drawing."""
+    return (xy * 16.0 + 0.5).astype(np.int32)
 
 
 def _fill(img: np.ndarray, xy: np.ndarray, colour) -> None:
@@ -263,6 +283,12 @@ def _fill(img: np.ndarray, xy: np.ndarray, colour) -> None:
 
 def _line(img: np.ndarray, xy: np.ndarray, colour, thickness: int, closed: bool = False) -> None:
     cv2.polylines(img, [_fx(xy)], closed, colour, max(1, int(thickness)), cv2.LINE_AA, 4)
+
+
+def _ellipse(img: np.ndarray, centre, axes, angle: float, colour, thickness: int = -1) -> None:
+    centre_fx = (int(centre[0] * 16.0 + 0.5), int(centre[1] * 16.0 + 0.5))
+    axes_fx = (int(axes[0] * 16.0), int(axes[1] * 16.0))
+    cv2.ellipse(img, centre_fx, axes_fx, angle, 0, 360, colour, thickness, cv2.LINE_AA, 4)
 
 
 def _shade(colour, factor: float) -> tuple[int, int, int]:
@@ -284,6 +310,7 @@ class _Painter:
         up = self.r @ np.array([0.0, -1.0, 0.0])
         self.up = up[:2] / np.linalg.norm(up[:2])
         self.right = np.array([-self.up[1], self.up[0]])
+        self.angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))  # of the eye line, on screen
         self.s = self.pose.scale
 
     def _fit(self) -> None:
@@ -318,12 +345,24 @@ class _Painter:
         )
         return np.stack([xz[:, 0], ys, xz[:, 1]], axis=1)
 
-    def _cranium_arc(self, y_left: float, y_right: float, inflate: float, n: int = 9) -> np.ndarray:
-        """Silhouette of the skull from height y_right on the right side, over the top, down to y_left."""
+    def _cranium_arc(
+        self, y_left: float, y_right: float, inflate: float, n: int = 9, curly: bool = False
+    ) -> np.ndarray:
+        """Silhouette of the skull from height y_right on the right side, over the top, down to y_left.
+
+        With ``inflate`` > 1 it is a head of hair: fuller towards the crown, and bumpy when ``curly``."""
         top = fg.CRANIUM_CENTRE[1] - fg.CRANIUM_AXES[1] * inflate + 1e-3
         right = self._cranium_side(np.linspace(y_right, top, n), 1.0, inflate)
         left = self._cranium_side(np.linspace(top, y_left, n), -1.0, inflate)
-        return np.concatenate([right, left])
+        arc = np.concatenate([right, left])
+        if inflate > 1.0:
+            rel = arc - fg.CRANIUM_CENTRE
+            height = np.clip(-rel[:, 1] / fg.CRANIUM_AXES[1], 0.0, 1.0)
+            grow = 1.0 + (inflate - 1.0) * (0.4 + 0.6 * height)
+            if curly:
+                grow = grow + 0.035 * np.sin(np.linspace(0, 9 * np.pi, len(arc)))
+            arc = fg.CRANIUM_CENTRE + rel * grow[:, None]
+        return arc
 
     def _hairline(self, height: float, inflate: float = 1.02, n: int = 15) -> np.ndarray:
         """Where skin meets hair, across the forehead and down to the temples, left to right."""
@@ -341,7 +380,7 @@ class _Painter:
         a, size = self.a, self.size
         img = self._background()
         self.mask = np.zeros((size, size), np.uint8)  # where the head is: lambert shading applies
-        self.dark = np.zeros((size, size), np.uint8)  # soft shadows, blurred and multiplied in at the end
+        self.dark = np.zeros((size // 2, size // 2), np.uint8)  # soft shadows at half size, blurred
         lm = self.px(self.model)
         self.lm = lm
         skin = tuple(a["skin_rgb"])
@@ -351,16 +390,18 @@ class _Painter:
         self._body(img, skin)
         if hair not in ("long", "bob"):
             self._ears(img, skin)
-        head = np.concatenate([lm[:17], self.px(self._cranium_arc(self.model[0, 1], self.model[16, 1], 1.0))])
+        jaw = _catmull_rom(lm[:17], 3, closed=False)  # the drawn outline passes through every jaw point
+        head = np.concatenate([jaw, self.px(self._cranium_arc(self.model[0, 1], self.model[16, 1], 1.0))])
         _fill(img, head, skin)
         _fill(self.mask, head, 255)
         if hair != "bald":
             line = self._hairline(-0.5 if hair == "fringe" else a["hairline"])
-            cap = np.concatenate([line, self._cranium_arc(line[0, 1], line[-1, 1], volume)])
-            cap_px = self.px(cap)
+            arc = self._cranium_arc(line[0, 1], line[-1, 1], volume, n=14, curly=hair == "curly")
+            cap_px = _catmull_rom(self.px(np.concatenate([line, arc])), 2, closed=True)
             _fill(img, cap_px, tuple(a["hair_rgb"]))
             _fill(self.mask, cap_px, 255)
-            face = np.concatenate([lm[:17], self.px(line[::-1])])
+            self._strands(img, line, volume)
+            face = np.concatenate([jaw, self.px(line[::-1])])
             _fill(img, face, skin)
         # The nose and lips stick out past the cheek outline on a turned head.
         muzzle = cv2.convexHull(lm[np.r_[6:11, 27:36, 48:60]].astype(np.float32)).reshape(-1, 2)
@@ -374,11 +415,38 @@ class _Painter:
         self._mouth(img)
         return self._finish(img), lm.astype(np.float32)
 
+    def _shadow_poly(self, xy: np.ndarray, value: int) -> None:
+        _fill(self.dark, xy * 0.5, value)
+
+    def _shadow_line(self, xy: np.ndarray, value: int, thickness: float) -> None:
+        _line(self.dark, xy * 0.5, value, thickness * 0.5)
+
+    def _shadow_ellipse(self, centre: np.ndarray, axes: tuple[float, float], value: int) -> None:
+        _ellipse(self.dark, centre * 0.5, (axes[0] * 0.5, axes[1] * 0.5), self.angle, value)
+
     def _background(self) -> np.ndarray:
         base = np.asarray(self.a["background_rgb"], np.float32)
         gain = np.asarray(self.a["background_gradient"], np.float32).reshape(2, 2, 1)
         corners = np.clip(base * gain, 0, 255).astype(np.uint8)
         return cv2.resize(corners, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+    def _strands(self, img: np.ndarray, line: np.ndarray, volume: float) -> None:
+        """Lighter and darker locks from the hairline to the crown, on the visible side of the head."""
+        crown = fg.CRANIUM_CENTRE + [0.0, -fg.CRANIUM_AXES[1], -0.35]
+        t = np.linspace(0.0, 1.0, 6)[None, :, None]
+        starts = line[1:-1][:, None, :]
+        path = starts * (1 - t) + crown * t
+        path[..., 0] += np.sin(np.pi * t[..., 0]) * 0.25 * np.sign(starts[..., 0] - 0.3)
+        axes = fg.CRANIUM_AXES * volume * 0.99
+        rel = (path - fg.CRANIUM_CENTRE) / axes
+        path = fg.CRANIUM_CENTRE + rel / np.linalg.norm(rel, axis=-1, keepdims=True) * axes
+        facing = (rel / np.linalg.norm(rel, axis=-1, keepdims=True)) @ self.r[2]
+        curves = self.px(path)
+        thickness = max(1, int(self.s * 0.03))
+        for parity, tone in ((0, 0.85), (1, 1.15)):
+            locks = [_fx(c[f > 0.1]) for c, f in zip(curves[parity::2], facing[parity::2], strict=True)]
+            locks = [lock for lock in locks if len(lock) > 1]
+            cv2.polylines(img, locks, False, _shade(self.a["hair_rgb"], tone), thickness, cv2.LINE_AA, 4)
 
     def _back_hair(self, img: np.ndarray, hair: str, volume: float) -> None:
         colour = _shade(self.a["hair_rgb"], 0.8)
@@ -394,29 +462,18 @@ class _Painter:
         elif hair == "bun":
             centre = self.px(np.array([[0.0, -1.45, -1.0]]))[0]
             r = 0.5 * self.s
-            cv2.circle(img, tuple(_fx(centre)[0, 0]), int(r * 16), colour, -1, cv2.LINE_AA, 4)
+            _ellipse(img, centre, (r, r), 0.0, colour)
 
     def _body(self, img: np.ndarray, skin) -> None:
         body_pose = fg.Pose(
             self.pose.yaw * 0.25, 0.0, self.pose.roll * 0.3, self.pose.scale, self.pose.centre
         )
         shoulders = self.px(np.array([[0.0, 3.7, -0.4]]), body_pose)[0]
-        axes = (int(2.9 * self.s * 16), int(1.5 * self.s * 16))
-        cv2.ellipse(
-            img,
-            tuple(_fx(shoulders)[0, 0]),
-            axes,
-            body_pose.roll,
-            0,
-            360,
-            tuple(self.a["clothes_rgb"]),
-            -1,
-            cv2.LINE_AA,
-            4,
-        )
-        top = self.px(np.array([[-0.6, 0.6, -0.35], [0.6, 0.6, -0.35]]))
-        base = self.px(np.array([[0.68, 2.6, -0.35], [-0.68, 2.6, -0.35]]), body_pose)
-        _fill(img, np.concatenate([top, base]), _shade(skin, 0.72))
+        clothes = tuple(self.a["clothes_rgb"])
+        _ellipse(img, shoulders, (2.9 * self.s, 1.5 * self.s), body_pose.roll, clothes)
+        top = self.px(np.array([[-0.5, 0.6, -0.35], [0.5, 0.6, -0.35]]))
+        base = self.px(np.array([[0.62, 2.6, -0.35], [-0.62, 2.6, -0.35]]), body_pose)
+        _fill(img, np.concatenate([top, base]), _shade(skin, 0.68))
 
     def _ears(self, img: np.ndarray, skin) -> None:
         t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
@@ -436,7 +493,7 @@ class _Painter:
         lm = self.lm
         lower = np.concatenate([lm[3:14], lm[[54]] + self.right * 0.06 * self.s, lm[[35, 33, 31]]])
         lower = np.concatenate([lower, lm[[48]] - self.right * 0.06 * self.s])
-        _fill(self.dark, lower, 150)
+        self._shadow_poly(lower, 150)
 
     def _brows(self, img: np.ndarray) -> None:
         colour = tuple(int(v) for v in np.asarray(self.a["hair_rgb"]) * 0.55 + np.array([40, 30, 24]) * 0.45)
@@ -462,9 +519,7 @@ class _Painter:
             width = np.linalg.norm(pts[3] - pts[0])
             # Socket shadow between eye and brow.
             socket = centre + self.up * 0.1 * self.s
-            axes = (int(width * 0.75 * 16), int(width * 0.45 * 16))
-            angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
-            cv2.ellipse(self.dark, tuple(_fx(socket)[0, 0]), axes, angle, 0, 360, 70, -1, cv2.LINE_AA, 4)
+            self._shadow_ellipse(socket, (width * 0.75, width * 0.45), 70)
             outline = _catmull_rom(pts, 4, closed=True)
             x0, y0 = np.floor(outline.min(axis=0)).astype(int) - 2
             x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 3
@@ -475,16 +530,13 @@ class _Painter:
             drawn = roi.copy()
             local = outline - [x0, y0]
             _fill(drawn, local, (226, 220, 212))
-            c = tuple(_fx(centre - [x0, y0])[0, 0])
+            c = centre - [x0, y0]
             r = 0.24 * width / max(foreshorten, 0.5)
-            iris_axes = (int(r * foreshorten * 16), int(r * 16))
-            cv2.ellipse(drawn, c, iris_axes, angle, 0, 360, iris_rgb, -1, cv2.LINE_AA, 4)
-            cv2.ellipse(drawn, c, iris_axes, angle, 0, 360, _shade(iris_rgb, 0.6), 1, cv2.LINE_AA, 4)
-            pupil_axes = (int(r * 0.45 * foreshorten * 16), int(r * 0.45 * 16))
-            cv2.ellipse(drawn, c, pupil_axes, angle, 0, 360, (14, 12, 12), -1, cv2.LINE_AA, 4)
-            glint = centre - [x0, y0] + (self.up - self.right * foreshorten) * 0.45 * r
-            glint_r = int(r * 0.15 * 16)
-            cv2.circle(drawn, tuple(_fx(glint)[0, 0]), glint_r, (250, 250, 250), -1, cv2.LINE_AA, 4)
+            _ellipse(drawn, c, (r * foreshorten, r), self.angle, iris_rgb)
+            _ellipse(drawn, c, (r * foreshorten, r), self.angle, _shade(iris_rgb, 0.6), 1)
+            _ellipse(drawn, c, (0.45 * r * foreshorten, 0.45 * r), self.angle, (14, 12, 12))
+            glint = c + (self.up - self.right * foreshorten) * 0.45 * r
+            _ellipse(drawn, glint, (0.15 * r, 0.15 * r), 0.0, (250, 250, 250))
             inside = np.zeros(roi.shape[:2], np.uint8)
             _fill(inside, local, 255)
             alpha = (inside.astype(np.float32) / 255.0)[..., None]
@@ -500,15 +552,11 @@ class _Painter:
         shadow_alar = 31 if light_model[0] > 0 else 35
         side = -1.0 if shadow_alar == 31 else 1.0
         flank = np.concatenate([lm[27:31], lm[[shadow_alar]], lm[[28]] + self.right * side * 0.16 * s])
-        _fill(self.dark, flank, int(50 + 90 * min(1.0, abs(light_model[0]) * 1.5)))
-        _line(self.dark, lm[31:36], 90, s * 0.07)
+        self._shadow_poly(flank, int(50 + 90 * min(1.0, abs(light_model[0]) * 1.5)))
+        self._shadow_line(lm[31:36], 90, s * 0.07)
         for alar, inner in ((31, 32), (35, 34)):
             centre = lm[alar] * 0.45 + lm[inner] * 0.55 + self.up * 0.02 * s
-            axes = (int(0.06 * s * 16), int(0.028 * s * 16))
-            angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
-            cv2.ellipse(
-                img, tuple(_fx(centre)[0, 0]), axes, angle, 0, 360, _shade(skin, 0.35), -1, cv2.LINE_AA, 4
-            )
+            _ellipse(img, centre, (0.06 * s, 0.028 * s), self.angle, _shade(skin, 0.35))
             out = self.right * (-1.0 if alar == 31 else 1.0)
             wing = np.stack(
                 [
@@ -526,7 +574,7 @@ class _Painter:
         lip = tuple(self.a["lip_rgb"])
         outer = _catmull_rom(lm[fg.LIPS_OUTER], 4, closed=True)
         inner = _catmull_rom(lm[fg.LIPS_INNER], 4, closed=True)
-        _fill(self.dark, outer, 0)
+        self._shadow_poly(outer, 0)
         _fill(img, outer, lip)
         upper_outer, upper_inner = outer[:25], inner[:17]
         _fill(img, np.concatenate([upper_outer, upper_inner[::-1]]), _shade(lip, 0.82))
@@ -549,12 +597,10 @@ class _Painter:
         else:
             _line(img, upper_inner, _shade(lip, 0.45), s * 0.03)
         below = lm[57] - self.up * 0.07 * s
-        axes = (int(0.2 * s * 16), int(0.06 * s * 16))
-        angle = float(np.degrees(np.arctan2(self.right[1], self.right[0])))
-        cv2.ellipse(self.dark, tuple(_fx(below)[0, 0]), axes, angle, 0, 360, 60, -1, cv2.LINE_AA, 4)
+        self._shadow_ellipse(below, (0.2 * s, 0.06 * s), 60)
 
     def _shading(self) -> np.ndarray:
-        """Lambert shading of an ellipsoid around the head, computed coarse: (size, size) uint8, 128 = 1."""
+        """Lambert shading of an ellipsoid around the head, coarse: (size/8, size/8) uint8, 128 = 1."""
         low = max(8, self.size // 8)
         step = self.size / low
         uv = (np.arange(low, dtype=np.float64) + 0.5) * step
@@ -573,17 +619,18 @@ class _Painter:
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-9
         lam = np.maximum(normal @ np.asarray(self.a["light"]), 0.0)
         ambient = self.a["ambient"]
-        shade = np.clip((ambient + (1.12 - ambient) * lam) * 128.0, 0, 255).astype(np.uint8)
-        return cv2.resize(shade, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return np.clip((ambient + (1.12 - ambient) * lam) * 128.0, 0, 255).astype(np.uint8)
 
     def _finish(self, img: np.ndarray) -> np.ndarray:
-        """Multiply in lighting, soft shadows and film grain: uint8 fixed point (128 = 1.0), all in OpenCV."""
-        factor = np.full((self.size, self.size), 128, np.uint8)
-        cv2.copyTo(self._shading(), self.mask, factor)
-        dark = cv2.GaussianBlur(self.dark, (0, 0), max(0.5, 0.04 * self.s))
-        factor = cv2.multiply(factor, cv2.subtract(255, cv2.multiply(dark, 0.55)), scale=1.0 / 255.0)
+        """Multiply in lighting (on the head), soft shadows and film grain, in uint8 fixed point (128 = 1)."""
+        full, half = (self.size, self.size), self.dark.shape[::-1]
+        sigma = max(0.5, 0.03 * self.s)
+        k = 2 * int(2.5 * sigma) + 1
+        light = cv2.subtract(255, cv2.multiply(cv2.GaussianBlur(self.dark, (k, k), sigma), 0.55))
+        shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 255.0)
+        factor = cv2.resize(cv2.convertScaleAbs(light, alpha=128.0 / 255.0), full)
+        cv2.copyTo(cv2.resize(shaded, full), self.mask, factor)
         ox, oy = (int(v * self.size) for v in self.a["grain_offset"])
-        factor = cv2.multiply(
-            factor, _grain(self.size)[oy : oy + self.size, ox : ox + self.size], scale=1 / 128
-        )
+        grain = _grain(self.size)[oy : oy + self.size, ox : ox + self.size]
+        factor = cv2.multiply(factor, grain, scale=1.0 / 128.0)
         return cv2.multiply(img, cv2.merge([factor, factor, factor]), scale=1.0 / 128.0)
