@@ -68,7 +68,7 @@ _HAIR_PHRASES = {
     "fringe": "{c} hair with a fringe",
 }
 _HAIR_VOLUME = {"short": 1.06, "long": 1.12, "bob": 1.13, "bun": 1.05, "curly": 1.28, "fringe": 1.1}
-_SHADE_ELLIPSOID = (np.array([0.0, 0.0, -0.3]), np.array([1.06, 1.75, 1.32]))
+_SHADE_ELLIPSOID = (np.array([0.0, 0.0, -0.3]), np.array([1.12, 1.85, 1.35]))
 
 
 @dataclass
@@ -601,7 +601,7 @@ class _Painter:
 
     def _shading(self) -> np.ndarray:
         """Lambert shading of an ellipsoid around the head, coarse: (size/8, size/8) uint8, 128 = 1."""
-        low = max(8, self.size // 8)
+        low = max(24, self.size // 8)
         step = self.size / low
         uv = (np.arange(low, dtype=np.float64) + 0.5) * step
         u, v = np.meshgrid(uv, uv)
@@ -617,7 +617,8 @@ class _Painter:
         t = (-qb + np.sqrt(np.maximum(qb * qb - 4 * qa * qc, 0))) / (2 * qa)
         normal = ((m0 + t[..., None] * d) / axes**2) @ self.r.T
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-9
-        lam = np.maximum(normal @ np.asarray(self.a["light"]), 0.0)
+        # Wrapped Lambert: the outline of the head darkens without turning into a black rim.
+        lam = np.maximum((normal @ np.asarray(self.a["light"]) + 0.4) / 1.4, 0.0)
         ambient = self.a["ambient"]
         return np.clip((ambient + (1.12 - ambient) * lam) * 128.0, 0, 255).astype(np.uint8)
 
@@ -629,7 +630,8 @@ class _Painter:
         light = cv2.subtract(255, cv2.multiply(cv2.GaussianBlur(self.dark, (k, k), sigma), 0.55))
         shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 255.0)
         factor = cv2.resize(cv2.convertScaleAbs(light, alpha=128.0 / 255.0), full)
-        cv2.copyTo(cv2.resize(shaded, full), self.mask, factor)
+        head = cv2.threshold(self.mask, 127, 255, cv2.THRESH_BINARY)[1]  # anti-aliased edges: mostly head
+        cv2.copyTo(cv2.resize(shaded, full), head, factor)
         ox, oy = (int(v * self.size) for v in self.a["grain_offset"])
         grain = _grain(self.size)[oy : oy + self.size, ox : ox + self.size]
         factor = cv2.multiply(factor, grain, scale=1.0 / 128.0)
