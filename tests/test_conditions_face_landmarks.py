@@ -104,6 +104,8 @@ def test_render_lines_are_4px_and_antialiased():
     assert coverage.sum() == pytest.approx(4.0, abs=0.75)
     green = image[..., 1][(image[..., 0] == 0) & (image[..., 2] == 0)]
     assert ((green > 0) & (green < 255)).sum() > 50  # soft edges along the jaw
+    big = np.asarray(FaceLandmarks(detector=lambda im: None).render(template_face(0, 0.5) * 20, (2560, 2560)))
+    assert big[680:740, 840, 0].astype(float).sum() / 255 == pytest.approx(4.0, abs=0.25)  # still 4 px
 
 
 def test_render_draws_every_face_and_accepts_one_face():

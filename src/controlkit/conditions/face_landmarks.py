@@ -24,6 +24,7 @@ Detector = Callable[[Image.Image], "np.ndarray | None"]
 
 LINE_WIDTH = 4
 _SUPERSAMPLE = 4
+_MAX_SUPERSAMPLED_PIXELS = 16_000_000  # a face filling a 4000 px photo is drawn 2x, not 4x (48 MB, not 768)
 _MATCH_RADIUS = 0.5
 """A found face matches an input face when their centroids are closer than this fraction of the input
 face's box size (max of width and height); farther, it is someone else and does not count."""
@@ -42,8 +43,9 @@ def as_faces(annotation: Any) -> np.ndarray:
 def draw_landmarks(faces: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """The walkthrough's drawing: each group a 4 px antialiased stroke on black, eyes and lips filled.
 
-    Strokes are drawn 4x supersampled with PIL and box-filtered down (exact widths, true coverage
-    antialiasing), only over the faces' bounding box so a 512 px canvas takes a few milliseconds.
+    Strokes are drawn supersampled (4x, less for faces over ~1000 px) with PIL and box-filtered down:
+    exact widths, coverage antialiasing; only the faces' bounding box is drawn, so a 512 px canvas
+    takes a few milliseconds.
     """
     width, height = size
     out = Image.new("RGB", (width, height))
@@ -57,15 +59,17 @@ def draw_landmarks(faces: np.ndarray, size: tuple[int, int]) -> Image.Image:
     hi = np.ceil(points.max(0) + margin + 1).astype(int).clip(0, (width, height))
     if (hi <= lo).any():
         return out
-    canvas = Image.new("RGB", tuple((hi - lo) * _SUPERSAMPLE))
+    area = float(np.prod(hi - lo))
+    scale = int(max(1, min(_SUPERSAMPLE, math.sqrt(_MAX_SUPERSAMPLED_PIXELS / area))))
+    canvas = Image.new("RGB", tuple((hi - lo) * scale))
     draw = ImageDraw.Draw(canvas)
-    for face in (faces - lo + 0.5) * _SUPERSAMPLE - 0.5:  # pixel centres stay at integers
+    for face in (faces - lo + 0.5) * scale - 0.5:  # pixel centres stay at integers
         for group in GROUPS:
             stroke = [tuple(p) for p in face[group.start : group.stop].tolist()]
             if group.closed:
                 draw.polygon(stroke, fill=group.color)
                 stroke.append(stroke[0])
-            draw.line(stroke, fill=group.color, width=LINE_WIDTH * _SUPERSAMPLE, joint="curve")
+            draw.line(stroke, fill=group.color, width=LINE_WIDTH * scale, joint="curve")
     out.paste(canvas.resize(tuple(hi - lo), Image.Resampling.BOX), tuple(lo))
     return out
 
@@ -144,7 +148,7 @@ class FaceLandmarks:
         """Provenance for dataset cards: which detector, which version."""
         version = getattr(self.detector, "version", None)
         return {
-            "detector": getattr(self.detector, "name", type(self.detector).__name__),
+            "detector": str(getattr(self.detector, "name", getattr(self.detector, "__name__", "custom"))),
             "detector_version": version() if callable(version) else "unknown",
         }
 
