@@ -78,6 +78,16 @@ def test_real_faces_give_68_plausible_landmarks(dlib_condition, photo):
     assert face[8, 1] > mouth_y  # chin below the mouth
 
 
+def test_large_photos_are_searched_small_and_landmarked_at_full_size(dlib_condition):
+    image = grace_hopper()
+    big = image.resize((image.width * 4, image.height * 4), Image.Resampling.BICUBIC)
+    faces = dlib_condition.annotate(big)
+    assert faces is not None and faces.shape == (1, 68, 2)
+    assert faces[0, :, 0].max() > 1000  # in the big photo's pixels
+    scores = dlib_condition.score(image, (faces + 0.5) / 4 - 0.5)
+    assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.08
+
+
 def test_no_face_returns_none(dlib_condition):
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))
     assert dlib_condition.annotate(Image.fromarray(gradient).convert("RGB")) is None
