@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +36,235 @@ def test_trains_and_saves_a_diffusers_controlnet(small_model_dir, dataset, tmp_p
     assert effective["max_train_steps"] == 3 and effective["seed"] == 7 and "hub_token" not in effective
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
     assert torch.isfinite(next(controlnet.parameters())).all()
+
+
+def _interrupt_at(monkeypatch, step: int) -> None:
+    """Make the run die (like a killed job) when it reaches ``step``."""
+    from controlkit.train.metrics import MetricsLog
+
+    original = MetricsLog.write
+
+    def write(self, record):
+        if record.get("step") == step:
+            raise KeyboardInterrupt
+        original(self, record)
+
+    monkeypatch.setattr(MetricsLog, "write", write)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "diffusion_pytorch_model.safetensors")
+
+
+def test_resume_continues_mid_epoch_exactly_like_an_uninterrupted_run(
+    small_model_dir, dataset, tmp_path, monkeypatch
+):
+    extra = ["--max_train_steps=6", "--checkpointing_steps=3", "--proportion_empty_prompts=0.5"]
+    whole = run_training(train_args(small_model_dir, dataset, tmp_path / "whole", *extra))
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 4)
+        with pytest.raises(KeyboardInterrupt):
+            run_training(train_args(small_model_dir, dataset, tmp_path / "cut", *extra))
+    assert not (tmp_path / "cut" / "diffusion_pytorch_model.safetensors").exists()
+    resumed = run_training(
+        train_args(small_model_dir, dataset, tmp_path / "cut", *extra, "--resume_from_checkpoint=latest")
+    )
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], rel=1e-5)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_cached_latents_train_like_the_uncached_path_and_are_reused(
+    small_model_dir, dataset, tmp_path, monkeypatch
+):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    extra = [
+        "--max_train_steps=4",
+        "--proportion_empty_prompts=0.5",
+        f"--latents_cache_dir={tmp_path / 'cache'}",
+    ]
+    plain = run_training(train_args(small_model_dir, dataset, tmp_path / "plain", *extra))
+    cached = run_training(
+        train_args(small_model_dir, dataset, tmp_path / "cached", *extra, "--cache_latents")
+    )
+    assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in plain], rel=1e-4)
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.name != "decode-checks"]) == 1
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the VAE or text encoder ran although their outputs are cached")
+
+    monkeypatch.setattr(AutoencoderKL, "encode", must_not_run)
+    monkeypatch.setattr(CLIPTextModel, "forward", must_not_run)
+    again = run_training(train_args(small_model_dir, dataset, tmp_path / "again", *extra, "--cache_latents"))
+    assert [r["loss"] for r in again] == pytest.approx([r["loss"] for r in cached], rel=1e-6)
+
+
+def test_checkpoint_limit_is_honoured(small_model_dir, dataset, tmp_path):
+    out = tmp_path / "out"
+    extra = ["--max_train_steps=4", "--checkpointing_steps=1", "--checkpoints_total_limit=2"]
+    run_training(train_args(small_model_dir, dataset, out, *extra))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state == {"global_step": 4, "epoch": 0, "samples_in_epoch": 8}
+    assert (out / "checkpoint-4" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_nothing_resume_would_pick(
+    small_model_dir, dataset, tmp_path, monkeypatch
+):
+    from accelerate import Accelerator
+
+    from controlkit.train.checkpoints import list_checkpoints, resolve_resume
+
+    out = tmp_path / "out"
+    original, calls = Accelerator.save_state, []
+
+    def crashing_save_state(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        if len(calls) == 2:  # the second checkpoint dies half-written
+            (Path(output_dir) / "optimizer.bin").parent.mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "optimizer.bin").write_bytes(b"partial")
+            raise OSError("disk full")
+        return original(self, output_dir, **kwargs)
+
+    extra = ["--max_train_steps=4", "--checkpointing_steps=2"]
+    with monkeypatch.context() as patch:
+        patch.setattr(Accelerator, "save_state", crashing_save_state)
+        with pytest.raises(OSError, match="disk full"):
+            run_training(train_args(small_model_dir, dataset, out, *extra))
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]
+    assert not (out / "checkpoint-4").exists()
+    assert resolve_resume(out, "latest").name == "checkpoint-2"
+    records = run_training(
+        train_args(small_model_dir, dataset, out, *extra, "--resume_from_checkpoint=latest")
+    )
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert not list(out.glob(".tmp-*")) and (out / "checkpoint-4").is_dir()
+
+
+def test_a_checkpoint_that_does_not_exist_is_an_error(small_model_dir, dataset, tmp_path):
+    from controlkit.errors import UserError
+
+    argv = train_args(small_model_dir, dataset, tmp_path / "out", "--resume_from_checkpoint=checkpoint-99")
+    with pytest.raises(UserError, match="checkpoint 'checkpoint-99' does not exist"):
+        run_training(argv)
+    with pytest.raises(UserError, match="does not exist"):
+        run_training([*argv, f"--resume_from_checkpoint={tmp_path / 'nowhere'}"])
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
+    small_model_dir, dataset, tmp_path
+):
+    from controlkit.errors import UserError
+
+    out = tmp_path / "out"
+    argv = train_args(small_model_dir, dataset, out, "--max_train_steps=6", "--checkpointing_steps=1")
+    with pytest.raises(UserError, match=r"the loss became (nan|inf) at step \d; training stopped") as info:
+        run_training([*argv, "--learning_rate=1e30"])
+    good = sorted(out.glob("checkpoint-*"))
+    assert good and str(good[-1]) in str(info.value)
+    assert not (out / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path):
+    from controlkit.errors import UserError
+    from controlkit.train.trainer import prepare_output_dir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write to output_dir"):
+        prepare_output_dir(str(tmp_path / "file" / "out"))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_loss_regresses_noise_or_velocity_as_the_scheduler_says(prediction_type):
+    from diffusers import DDPMScheduler
+
+    from controlkit.train.trainer import training_loss
+
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    mean, std = torch.randn(2, 4, 8, 8), torch.rand(2, 4, 8, 8)
+    embeds, empty = torch.randn(2, 77, 32), torch.zeros(77, 32)
+    seen = {}
+
+    def controlnet(x, t, encoder_hidden_states, controlnet_cond, return_dict):
+        seen["embeds"] = encoder_hidden_states
+        return [torch.zeros(1)], torch.zeros(1)
+
+    def unet(x, t, **kwargs):
+        return (torch.zeros_like(x),)  # predicting zeros: the loss is the mean square of the target
+
+    batch = {"conditioning_pixel_values": torch.rand(2, 3, 64, 64)}
+    loss = training_loss(
+        batch,
+        encode=lambda b: (mean, std, embeds),
+        controlnet=controlnet,
+        unet=unet,
+        noise_scheduler=scheduler,
+        generator=torch.Generator().manual_seed(0),
+        weight_dtype=torch.float32,
+        empty_prompt_embeds=empty,
+        proportion_empty_prompts=1.0,
+        scaling_factor=0.5,
+    )
+    g = torch.Generator().manual_seed(0)
+    latents = (mean + std * torch.randn(mean.shape, generator=g)) * 0.5
+    noise = torch.randn(latents.shape, generator=g)
+    timesteps = torch.randint(0, 1000, (2,), generator=g)
+    target = noise if prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+    assert loss.item() == pytest.approx(target.pow(2).mean().item(), rel=1e-6)
+    assert torch.equal(seen["embeds"], torch.zeros(2, 77, 32))  # every caption dropped at proportion 1
+
+
+def test_accumulation_schedule_and_scale_lr_change_steps_and_learning_rates(
+    small_model_dir, dataset, tmp_path
+):
+    extra = ["--gradient_accumulation_steps=2", "--max_train_steps=3", "--lr_scheduler=linear"]
+    extra += ["--lr_warmup_steps=2", "--scale_lr", "--learning_rate=1e-5", "--checkpointing_steps=3"]
+    records = run_training(train_args(small_model_dir, dataset, tmp_path / "out", *extra))
+    assert [r["epoch"] for r in records] == [0, 0, 1]  # 8 samples = 2 steps of 2 x 2
+    assert [r["lr"] for r in records] == pytest.approx([2e-5, 4e-5, 0.0])  # 1e-5 x 2 x 2, warm-up, decay
+    state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["samples_in_epoch"] == 4
+
+
+def test_memory_flags(small_model_dir, dataset, tmp_path, monkeypatch, capsys):
+    from diffusers import ControlNetModel
+
+    from controlkit.errors import UserError
+
+    calls = []
+    original = ControlNetModel.enable_gradient_checkpointing
+    monkeypatch.setattr(
+        ControlNetModel, "enable_gradient_checkpointing", lambda self: calls.append(1) or original(self)
+    )
+    extra = ["--max_train_steps=1", "--gradient_checkpointing", "--set_grads_to_none"]
+    extra += ["--enable_xformers_memory_efficient_attention", "--mixed_precision=bf16"]
+    records = run_training(train_args(small_model_dir, dataset, tmp_path / "out", *extra))
+    assert calls and len(records) == 1
+    assert "xformers is not installed; using PyTorch's SDPA attention" in capsys.readouterr().err
+    controlnet = ControlNetModel.from_pretrained(tmp_path / "out")
+    assert next(controlnet.parameters()).dtype == torch.float32  # trained in fp32 beside a bf16 UNet
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="needs a CUDA GPU"):
+            run_training(train_args(small_model_dir, dataset, tmp_path / "adam8", "--use_8bit_adam"))
+
+
+def test_starts_from_an_existing_controlnet(small_model_dir, dataset, tmp_path):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    start = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(small_model_dir, subfolder="unet"))
+    torch.nn.init.constant_(start.controlnet_cond_embedding.conv_out.weight, 0.5)
+    start.save_pretrained(tmp_path / "start")
+    extra = [
+        "--max_train_steps=1",
+        f"--controlnet_model_name_or_path={tmp_path / 'start'}",
+        "--learning_rate=1e-9",
+    ]
+    run_training(train_args(small_model_dir, dataset, tmp_path / "out", *extra))
+    trained = ControlNetModel.from_pretrained(tmp_path / "out")
+    assert torch.allclose(trained.controlnet_cond_embedding.conv_out.weight, torch.tensor(0.5), atol=1e-6)

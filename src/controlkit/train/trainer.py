@@ -72,7 +72,13 @@ def prepare_output_dir(path: str) -> Path:
 
 def make_accelerator(config: TrainConfig, output_dir: Path):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration
+
+    # train() may run several times in one process (quickstart, tests) with other precision/accumulation
+    # settings; accelerate keeps those in process-wide state, so start it afresh (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
     if config.report_to in ("wandb", "all"):
         from controlkit.errors import require
@@ -261,10 +267,6 @@ def train(config: TrainConfig) -> Path:
     if config.annotation_column == "annotation" and data.metadata.get("annotation_column"):
         config.annotation_column = data.metadata["annotation_column"]
     pairs = PairedImages(data, config.resolution, base.tokenizer, config.seed)
-    with torch.no_grad():
-        empty_prompt_embeds = base.text_encoder(
-            tokenize(base.tokenizer, [""]).to(accelerator.device), return_dict=False
-        )[0][0]
     if config.cache_latents:
         cache = prepare_cache(
             config=config,
@@ -287,6 +289,10 @@ def train(config: TrainConfig) -> Path:
             return batch["latent_mean"], batch["latent_std"], batch["prompt_embeds"]
     else:
         train_dataset = pairs
+        with torch.no_grad():
+            empty_prompt_embeds = base.text_encoder(
+                tokenize(base.tokenizer, [""]).to(accelerator.device), return_dict=False
+            )[0][0]
 
         @torch.no_grad()
         def encode(batch):
