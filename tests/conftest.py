@@ -18,3 +18,27 @@ def small_model_dir(tmp_path_factory):
     from controlkit.models.small import write_small_model
 
     return write_small_model(tmp_path_factory.mktemp("models") / "small-sd")
+
+
+@pytest.fixture(scope="session")
+def small_controlnet_dir(small_model_dir, tmp_path_factory):
+    """A ControlNet made from the small UNet, saved as `controlkit train` saves one (contract 4)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from controlkit.metadata import write_metadata
+
+    out = tmp_path_factory.mktemp("controlnet") / "face-controlnet"
+    unet = UNet2DConditionModel.from_pretrained(small_model_dir, subfolder="unet")
+    ControlNetModel.from_unet(unet).save_pretrained(out, safe_serialization=True)
+    write_metadata(
+        out,
+        {
+            "base_model": str(small_model_dir),
+            "condition": "face-landmarks",
+            "condition_options": {},
+            "resolution": 64,
+            "dataset": "synthetic-faces",
+            "controlkit_version": "0.1.0",
+        },
+    )
+    return out

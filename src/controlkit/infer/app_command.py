@@ -1,0 +1,46 @@
+"""Serve a Gradio demo of a trained ControlNet: upload a photo or take one with the webcam, see its
+landmarks, and generate images in the same pose, with their adherence scores. Binds to 127.0.0.1 unless
+told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--controlnet", required=True, help="a ControlNet folder from `controlkit train`, or a Hub id"
+    )
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base Stable Diffusion model (default: the one the ControlNet was trained on)",
+    )
+    parser.add_argument(
+        "--condition", default=None, help="condition to annotate photos with (default: the ControlNet's own)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    parser.add_argument(
+        "--share", action="store_true", help="also open a public gradio.live link (off by default)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from controlkit.errors import require
+
+    require("gradio", "app")
+    from controlkit.infer.app import build_app, launch_app
+    from controlkit.infer.pipeline import load_pipeline
+
+    print(f"loading {args.controlnet} ...")
+    load_pipeline(args.controlnet, base=args.base, device=args.device)
+    demo = build_app(args.controlnet, args.base, condition=args.condition, device=args.device)
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    launch_app(demo, host=args.host, port=args.port, share=args.share)
+    return 0

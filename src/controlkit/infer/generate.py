@@ -1,0 +1,247 @@
+"""Photo -> annotate -> render -> ControlNet pipeline -> images, with adherence scores and a panel.
+
+The photo is cropped to the output's aspect ratio and annotated at a working size of at least
+``MIN_WORK_SIZE`` pixels (a detector finds no face in a 64 px thumbnail); the conditioning image is
+rendered there and resized to the output size, and each output is scaled back to the working size to be
+scored against the photo's annotation. Everything that can fail on the user's input fails before the
+model loads, and files are written to a temporary folder that is moved into place only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from controlkit.conditions import Annotation, Condition
+from controlkit.conditions import get as get_condition
+from controlkit.errors import UserError
+from controlkit.infer.panel import make_panel, score_caption
+from controlkit.infer.pipeline import load_pipeline, read_controlnet_info
+
+MIN_WORK_SIZE = 512
+IMAGE_NAME = "image-{:02d}.png"
+_IMAGE_RE = re.compile(r"image-\d+\.png")
+
+
+@dataclass
+class GenerationResult:
+    """What one generation made; ``scores``: one dict per image, empty when there is nothing to score by."""
+
+    images: list[Image.Image]
+    conditioning_image: Image.Image
+    scores: list[dict[str, float]]
+    panel: Image.Image
+    photo: Image.Image | None = None
+    annotation: Annotation | None = None
+    condition: str | None = None
+    seeds: list[int] = field(default_factory=list)
+    out: Path | None = None
+
+
+def round_to_8(value: int) -> int:
+    """The nearest multiple of 8 (halves round up), at least 8: the VAE works on 8 x 8 pixel blocks."""
+    return max(8, math.floor(value / 8 + 0.5) * 8)
+
+
+def load_photo(image: str | Path | Image.Image, what: str = "photo") -> Image.Image:
+    """An RGB image from a path or a PIL image, turned upright by its EXIF orientation."""
+    if isinstance(image, Image.Image):
+        return ImageOps.exif_transpose(image).convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            return ImageOps.exif_transpose(opened).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"cannot read the {what} {path}: {exc}") from exc
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Centre-crop ``image`` to the aspect ratio of ``size`` and resize it to ``size``."""
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+
+
+def work_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The output size scaled up by a whole factor until its short side is at least MIN_WORK_SIZE."""
+    factor = max(1, math.ceil(MIN_WORK_SIZE / min(size)))
+    return size[0] * factor, size[1] * factor
+
+
+def resolve_condition(condition: str | Condition | None, controlnet: str | Path | None = None) -> Condition:
+    """The condition asked for, else the one the ControlNet was trained with (its controlkit.json)."""
+    if condition is not None and not isinstance(condition, str):
+        return condition
+    options: dict = {}
+    if condition is None and controlnet is not None:
+        info = read_controlnet_info(controlnet)
+        condition, options = info.condition, info.condition_options
+    if not condition:
+        raise UserError(
+            f"{controlnet} records no condition (controlkit.json); "
+            "pass --condition NAME or --conditioning-image"
+        )
+    return get_condition(condition, **options)
+
+
+def annotate_photo(
+    photo: Image.Image, condition: Condition, size: tuple[int, int]
+) -> tuple[Annotation, Image.Image]:
+    """(annotation at the working size, conditioning image at ``size``); UserError when nothing is found."""
+    working = work_size(size)
+    annotation = condition.annotate(fit(photo, working))
+    if annotation is None:
+        found = "no face" if "face" in condition.name else f"nothing for the {condition.name} condition"
+        raise UserError(f"{found} found in the photo; try a clearer, front-facing photo")
+    rendered = condition.render(annotation, size=working).convert("RGB")
+    return annotation, rendered.resize(size, Image.Resampling.LANCZOS)
+
+
+def score_images(
+    images: list[Image.Image], annotation: Annotation, condition: Condition
+) -> list[dict[str, float]]:
+    """The condition's adherence score of each image against the photo's annotation, at the working size."""
+    working = work_size(images[0].size)
+    return [condition.score(image.resize(working, Image.Resampling.LANCZOS), annotation) for image in images]
+
+
+def output_size(height: int | None, width: int | None, resolution: int) -> tuple[int, int]:
+    """(width, height): the asked size, else the training resolution, each rounded to a multiple of 8."""
+    return round_to_8(width or resolution), round_to_8(height or resolution)
+
+
+def generate(
+    controlnet: str | Path,
+    prompt: str,
+    image: str | Path | Image.Image | None = None,
+    conditioning_image: str | Path | Image.Image | None = None,
+    base: str | None = None,
+    negative_prompt: str | None = None,
+    num_images: int = 4,
+    steps: int = 20,
+    guidance: float = 7.5,
+    controlnet_scale: float = 1.0,
+    seed: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    condition: str | Condition | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+) -> GenerationResult:
+    """Generate ``num_images`` images from a photo (annotated with the condition) or a conditioning image.
+
+    Image ``i`` uses seed ``seed + i``, so any one of them can be made again alone. With ``out``, writes
+    the images, ``conditioning.png``, ``panel.png`` and ``scores.json`` there.
+    """
+    if (image is None) == (conditioning_image is None):
+        raise UserError(
+            "give exactly one of a photo (--image) or a conditioning image (--conditioning-image)"
+        )
+    if num_images < 1 or steps < 1:
+        raise UserError("--num-images and --steps must be at least 1")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        _check_out(out_dir, overwrite)
+    info = read_controlnet_info(controlnet)
+    size = output_size(height, width, info.resolution)
+
+    photo = annotation = cond = None
+    if image is not None:
+        cond = resolve_condition(condition, controlnet)
+        photo = fit(load_photo(image), work_size(size))
+        annotation, control = annotate_photo(photo, cond, size)
+    else:
+        control = fit(load_photo(conditioning_image, "conditioning image"), size)
+        if condition is not None:
+            cond = resolve_condition(condition, controlnet)
+
+    import torch
+
+    pipe = load_pipeline(controlnet, base=base, device=device)
+    seeds = [seed + i for i in range(num_images)]
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    images = pipe(
+        prompt=prompt,
+        image=control,
+        negative_prompt=negative_prompt or None,
+        num_images_per_prompt=num_images,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        controlnet_conditioning_scale=controlnet_scale,
+        generator=generators,
+        height=size[1],
+        width=size[0],
+    ).images
+
+    scores = score_images(images, annotation, cond) if annotation is not None else []
+    captions = [score_caption(s) for s in scores] if scores else []
+    panel = make_panel(control, images, photo=photo, captions=captions)
+    result = GenerationResult(
+        images=images,
+        conditioning_image=control,
+        scores=scores,
+        panel=panel,
+        photo=photo.resize(size, Image.Resampling.LANCZOS) if photo is not None else None,
+        annotation=annotation,
+        condition=cond.name if cond is not None else None,
+        seeds=seeds,
+    )
+    if out_dir is not None:
+        result.out = _write(result, out_dir, prompt=prompt, controlnet=str(controlnet))
+    return result
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out} already holds files; choose a new folder or pass --overwrite")
+
+
+def _finite(value: float) -> float | None:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _write(result: GenerationResult, out: Path, prompt: str, controlnet: str) -> Path:
+    """Write everything into a temporary sibling folder, then move it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        names = [IMAGE_NAME.format(i) for i in range(len(result.images))]
+        for name, img in zip(names, result.images, strict=True):
+            img.save(tmp / name)
+        result.conditioning_image.save(tmp / "conditioning.png")
+        result.panel.save(tmp / "panel.png")
+        record = {
+            "controlnet": controlnet,
+            "prompt": prompt,
+            "condition": result.condition,
+            "scored": bool(result.scores),
+            "images": [
+                {"file": name, "seed": s, **{k: _finite(v) for k, v in scores.items()}}
+                for name, s, scores in zip(
+                    names, result.seeds, result.scores or [{}] * len(names), strict=True
+                )
+            ],
+        }
+        (tmp / "scores.json").write_text(json.dumps(record, indent=2) + "\n")
+        if not out.exists():
+            os.replace(tmp, out)
+            return out
+        for stale in out.iterdir():
+            if _IMAGE_RE.fullmatch(stale.name):
+                stale.unlink()
+        for item in tmp.iterdir():
+            os.replace(item, out / item.name)
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

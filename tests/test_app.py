@@ -1,0 +1,68 @@
+"""The app's handlers without a browser: preview, generate, the no-face and too-large messages, the layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlkit.infer.app import AppHandlers, build_app, example_photos
+
+pytest.importorskip("dlib")
+gr = pytest.importorskip("gradio")
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def handlers(small_controlnet_dir):
+    return AppHandlers(str(small_controlnet_dir))
+
+
+def test_preview_draws_the_detected_landmarks_over_the_photo(handlers, astronaut):
+    preview, message = handlers.preview(astronaut)
+    assert message == ""
+    assert preview.size == (512, 512)
+    # The drawing's colours replace the dimmed photo where the landmarks are.
+    dimmed = np.asarray(Image.blend(astronaut, Image.new("RGB", astronaut.size), 0.45), dtype=int)
+    changed = np.abs(np.asarray(preview, dtype=int) - dimmed).max(axis=-1) > 40
+    assert 0.001 < changed.mean() < 0.2
+
+
+def test_no_face_and_too_large_are_messages_not_exceptions(small_controlnet_dir, handlers):
+    sky = Image.new("RGB", (300, 200), (120, 160, 210))
+    assert handlers.preview(sky) == (None, "No face found in the photo; try a clearer, front-facing photo.")
+    gallery, message = handlers.generate(sky, "a portrait", "", 2, 7.5, 1.0, 0, 1)
+    assert gallery == [] and message.startswith("No face found")
+    small_limit = AppHandlers(str(small_controlnet_dir), max_pixels=100 * 100)
+    preview, message = small_limit.preview(sky)
+    assert preview is None and "too large (300 x 200 pixels)" in message
+    assert handlers.generate(None, "a portrait", "", 2, 7.5, 1.0, 0, 1)[1].startswith("Upload a photo")
+    assert handlers.preview(None) == (None, "")
+
+
+def test_generate_returns_images_captioned_with_adherence_scores(handlers, astronaut):
+    assert handlers.generate(astronaut, "  ", "", 2, 7.5, 1.0, 0, 1) == ([], "Write a prompt first.")
+    gallery, message = handlers.generate(astronaut, "a portrait", "blurry", 2, 7.5, 1.0, 3, 2)
+    assert message == ""
+    assert [img.size for img, _ in gallery] == [(64, 64), (64, 64)]
+    assert gallery[0][1].startswith("seed 3 · landmark_nme ") and "detection_rate" in gallery[0][1]
+    assert gallery[1][1].startswith("seed 4 ·")
+
+
+def test_build_app_has_the_walkthrough_widgets(small_controlnet_dir, tmp_path):
+    photos = example_photos(tmp_path)
+    assert [p.name for p in photos] == ["astronaut.jpg", "grace_hopper.jpg"]
+    demo = build_app(small_controlnet_dir, examples=photos, steps=2)
+    assert isinstance(demo, gr.Blocks)
+    by_id = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+    assert {"photo", "landmarks", "prompt", "generate", "status", "gallery"} <= set(by_id)
+    assert by_id["photo"].sources == ["upload", "webcam"]
+    sliders = {c.label: c.value for c in demo.blocks.values() if isinstance(c, gr.Slider)}
+    assert sliders == {"Steps": 2, "Guidance": 7.5, "ControlNet scale": 1.0, "Images": 4}
+    assert demo.analytics_enabled is False

@@ -1,0 +1,194 @@
+"""`controlkit generate` on a small ControlNet and real face photos: files, panel, scores, failure paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlkit.cli import main
+from controlkit.errors import UserError
+from controlkit.infer.generate import generate, output_size, resolve_condition
+from controlkit.infer.panel import make_panel, score_caption, tile_size
+from controlkit.metadata import write_metadata
+
+pytest.importorskip("dlib")
+
+TINY = ["--steps", "2", "--prompt", "a portrait photo"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The astronaut (a face dlib finds) and a plain sky-blue picture with no face at all."""
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.new("RGB", (300, 200), (120, 160, 210)).save(folder / "sky.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_run(small_controlnet_dir, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "astronaut"
+    result = generate(
+        small_controlnet_dir,
+        "a portrait photo",
+        image=photos / "astronaut.png",
+        num_images=2,
+        steps=2,
+        out=out,
+    )
+    return result, out
+
+
+def test_photo_run_writes_images_conditioning_panel_and_scores(photo_run):
+    result, out = photo_run
+    assert sorted(p.name for p in out.iterdir()) == [
+        "conditioning.png",
+        "image-00.png",
+        "image-01.png",
+        "panel.png",
+        "scores.json",
+    ]
+    assert [img.size for img in result.images] == [(64, 64), (64, 64)]
+    with Image.open(out / "image-01.png") as img:
+        assert img.size == (64, 64)
+    # The astronaut's landmarks are drawn: the conditioning image is not blank.
+    assert np.asarray(result.conditioning_image).max() > 0
+    assert result.annotation.shape == (1, 68, 2)
+
+
+def test_panel_is_photo_conditioning_and_outputs_side_by_side(photo_run):
+    result, out = photo_run
+    tile_w, tile_h = tile_size((64, 64))
+    with Image.open(out / "panel.png") as panel:
+        assert panel.width == (2 + 2) * tile_w
+        assert panel.height > tile_h  # the band of scores under the outputs
+        first_tile = panel.crop((0, 0, tile_w, tile_h)).resize((16, 16), Image.Resampling.BOX)
+    photo = result.photo.resize((16, 16), Image.Resampling.BOX)
+    assert np.abs(np.asarray(first_tile, dtype=int) - np.asarray(photo, dtype=int)).mean() < 8
+
+
+def test_scores_are_returned_printed_and_written_as_strict_json(photo_run):
+    result, out = photo_run
+    assert len(result.scores) == 2
+    assert all(set(s) == {"landmark_nme", "detection_rate"} for s in result.scores)
+    record = json.loads((out / "scores.json").read_text(), parse_constant=pytest.fail)
+    assert record["condition"] == "face-landmarks" and record["scored"] is True
+    assert [(i["file"], i["seed"]) for i in record["images"]] == [("image-00.png", 0), ("image-01.png", 1)]
+    assert all(0.0 <= i["detection_rate"] <= 1.0 for i in record["images"])
+
+
+def test_image_i_is_made_again_alone_with_seed_plus_i(photo_run, small_controlnet_dir, photos):
+    result, _ = photo_run
+    again = generate(
+        small_controlnet_dir,
+        "a portrait photo",
+        image=photos / "astronaut.png",
+        num_images=1,
+        steps=2,
+        seed=1,
+    )
+    a, b = (np.asarray(img, dtype=int) for img in (result.images[1], again.images[0]))
+    assert np.abs(a - b).max() <= 2
+
+
+def test_cli_prints_each_score(small_controlnet_dir, photos, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(
+        ["generate", "--controlnet", str(small_controlnet_dir), "--image", str(photos / "astronaut.png")]
+        + TINY
+        + ["--num-images", "1", "--out", str(out)]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "image-00.png" in printed and "landmark_nme" in printed and "detection_rate" in printed
+    assert (out / "panel.png").is_file()
+
+
+def test_no_face_is_one_line_exit_2_and_writes_nothing(small_controlnet_dir, photos, tmp_path, capsys):
+    out = tmp_path / "none"
+    rc = main(
+        ["generate", "--controlnet", str(small_controlnet_dir), "--image", str(photos / "sky.png")]
+        + TINY
+        + ["--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "no face found" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
+
+
+def test_conditioning_image_path_has_no_scores_said_once(photo_run, small_controlnet_dir, tmp_path, capsys):
+    result, out = photo_run
+    dest = tmp_path / "from-conditioning"
+    rc = main(
+        ["generate", "--controlnet", str(small_controlnet_dir)]
+        + ["--conditioning-image", str(out / "conditioning.png")]
+        + TINY
+        + ["--num-images", "3", "--out", str(dest)]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert printed.count("no adherence scores") == 1
+    assert json.loads((dest / "scores.json").read_text())["scored"] is False
+    with Image.open(dest / "panel.png") as panel:
+        assert panel.size == ((1 + 3) * tile_size((64, 64))[0], tile_size((64, 64))[1])
+    with Image.open(dest / "conditioning.png") as cond:
+        assert (
+            np.abs(np.asarray(cond, dtype=int) - np.asarray(result.conditioning_image, dtype=int)).max() <= 1
+        )
+
+
+def test_out_folder_with_files_is_refused_unless_overwrite(small_controlnet_dir, photos, tmp_path):
+    (tmp_path / "image-07.png").write_bytes(b"old")
+    with pytest.raises(UserError, match="--overwrite"):
+        generate(
+            small_controlnet_dir, "x", image=photos / "astronaut.png", steps=1, num_images=1, out=tmp_path
+        )
+    generate(
+        small_controlnet_dir,
+        "x",
+        image=photos / "astronaut.png",
+        steps=1,
+        num_images=1,
+        out=tmp_path,
+        overwrite=True,
+    )
+    assert sorted(p.name for p in tmp_path.glob("image-*.png")) == ["image-00.png"]
+
+
+def test_missing_photo_and_missing_condition_are_user_errors(small_controlnet_dir, tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        generate(small_controlnet_dir, "x", image=tmp_path / "nope.jpg")
+    with pytest.raises(UserError, match="exactly one"):
+        generate(small_controlnet_dir, "x")
+    write_metadata(tmp_path, {"base_model": "somewhere"})
+    with pytest.raises(UserError, match="records no condition"):
+        resolve_condition(None, tmp_path)
+
+
+def test_output_size_defaults_to_training_resolution_rounded_to_8():
+    assert output_size(None, None, 64) == (64, 64)
+    assert output_size(100, None, 512) == (512, 104)
+    assert output_size(None, 70, 64) == (72, 64)
+
+
+def test_panel_captions_and_nan():
+    outs = [Image.new("RGB", (64, 48), (0, 0, 200))] * 3
+    panel = make_panel(Image.new("RGB", (64, 48)), outs, captions=["a"] * 3)
+    assert panel.width == 4 * tile_size((64, 48))[0]
+    assert score_caption({"landmark_nme": float("nan"), "detection_rate": 0.5}) == "nme n/a · det 0.500"
+
+
+def test_controlkit_generate_is_exported_lazily():
+    import subprocess
+    import sys
+
+    code = "import sys, controlkit; assert 'torch' not in sys.modules; print(controlkit.generate.__module__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "controlkit.infer.generate"
