@@ -88,6 +88,14 @@ def test_large_photos_are_searched_small_and_landmarked_at_full_size(dlib_condit
     assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.08
 
 
+def test_small_faces_are_found_by_searching_again_upsampled(dlib_condition):
+    small = astronaut().resize((256, 256), Image.Resampling.LANCZOS)  # a ~45 px face
+    assert conditions.get("face-landmarks", upsample=0).annotate(small) is None
+    faces = dlib_condition.annotate(small)
+    assert faces is not None and faces.shape == (1, 68, 2)
+    assert 95 < faces[0, 30, 0] < 130 and 45 < faces[0, 30, 1] < 75  # her nose tip
+
+
 def test_no_face_returns_none(dlib_condition):
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))
     assert dlib_condition.annotate(Image.fromarray(gradient).convert("RGB")) is None

@@ -127,7 +127,7 @@ class FaceLandmarks:
     def __init__(
         self,
         detector: str | Detector = "dlib",
-        upsample: int = 0,
+        upsample: int | None = None,
         spiga_weights: str | None = None,
         spiga_model: str | None = None,
     ) -> None:

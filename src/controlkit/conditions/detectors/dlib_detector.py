@@ -57,15 +57,16 @@ def _gray_array(image: Image.Image) -> np.ndarray:
 class DlibLandmarks:
     """Callable detector: PIL image -> (faces, 68, 2) float32 pixel landmarks, or None when no face is found.
 
-    ``upsample`` is how many times dlib doubles the image before looking for faces: 0 (the default) finds
-    faces from ~80 px wide at ~25-50 ms per 512 px photo; 1 finds faces down to ~40 px but is 3-4x
-    slower and finds more false faces (a badge on the astronaut's suit). Photos larger than
-    ``detect_size`` are searched at that size (the boxes scaled back) and the landmarks are placed on
-    the full-resolution image, so a 4000 px photo costs about what a 1024 px one does.
+    ``upsample`` is how many times dlib doubles the image before looking for faces: 0 finds faces from
+    ~80 px wide at ~25-50 ms per 512 px photo; 1 finds faces down to ~40 px but is 3-4x slower and
+    finds more false faces (a badge on the astronaut's suit). None (the default) searches at 0 and,
+    only when nothing is found there, again at 1: fast on the common case, small faces still found.
+    Photos larger than ``detect_size`` are searched at that size (the boxes scaled back) and the
+    landmarks placed on the full-resolution image, so a 4000 px photo costs about what a 1024 px one does.
     """
 
-    def __init__(self, upsample: int = 0, detect_size: int = 1024) -> None:
-        self.upsample = int(upsample)
+    def __init__(self, upsample: int | None = None, detect_size: int = 1024) -> None:
+        self.upsample = None if upsample is None else int(upsample)
         self.detect_size = int(detect_size)
         self.name = "dlib"
 
@@ -78,7 +79,9 @@ class DlibLandmarks:
         if scale < 1.0:
             size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
             gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
-        rects = detector(gray, self.upsample)
+        rects = detector(gray, self.upsample or 0)
+        if len(rects) == 0 and self.upsample is None:
+            rects = detector(gray, 1)
         boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32)
         return boxes.reshape(-1, 4) / scale
 

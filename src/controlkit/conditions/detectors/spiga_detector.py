@@ -90,7 +90,7 @@ class SpigaLandmarks:
     def __init__(
         self,
         weights: str | Path | None,
-        upsample: int = 0,
+        upsample: int | None = None,
         device: str | None = None,
         model: str | None = None,
     ) -> None:
