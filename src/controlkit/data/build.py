@@ -133,17 +133,20 @@ def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: 
     At most ``4 * workers`` items are in flight, so a slow consumer (BLIP on a CPU) never piles up
     decoded results in memory. Workers ignore Ctrl-C; the main process stops them.
     """
+    maker = PairMaker(settings)
     if workers == 1:
-        maker = PairMaker(settings)
         yield from map(maker, items)
         return
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if fork:
+        maker.warm_up()
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_quiet_worker, initargs=(settings,)
+        workers,
+        mp_context=multiprocessing.get_context("fork" if fork else None),
+        initializer=_init_quiet_worker,
+        initargs=(settings, maker if fork else None),
     )
     try:
         window: deque = deque()
@@ -157,11 +160,11 @@ def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: 
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _init_quiet_worker(settings: PairSettings) -> None:
+def _init_quiet_worker(settings: PairSettings, maker: PairMaker | None) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    init_worker(settings)
+    init_worker(settings, maker)
 
 
 class _RayPairs:

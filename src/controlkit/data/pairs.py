@@ -85,6 +85,13 @@ class PairMaker:
         self.settings = settings
         self.condition = conditions.get(settings.condition, **settings.condition_options)
 
+    def warm_up(self) -> None:
+        """Load what the condition loads lazily (detector weights), so forked workers share it."""
+        try:
+            self.condition.annotate(Image.new("RGB", (64, 64)))
+        except Exception:  # a condition that cannot annotate a blank picture fails later, per input
+            pass
+
     def __call__(self, item: InputItem) -> PairResult:
         try:
             return self._make(item)
@@ -136,15 +143,19 @@ class PairMaker:
 _worker_maker: PairMaker | None = None
 
 
-def init_worker(settings: PairSettings) -> None:
-    """Pool initializer: one thread per process for OpenCV and torch, and the condition built once."""
+def init_worker(settings: PairSettings, maker: PairMaker | None = None) -> None:
+    """Pool initializer: one thread per process for OpenCV and torch, and the condition built once.
+
+    A forked worker receives the parent's warmed-up ``maker`` (no pickling under fork), so the
+    detector's weights are loaded once and shared copy-on-write; otherwise each worker builds its own.
+    """
     global _worker_maker
     import cv2
 
     cv2.setNumThreads(1)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    _worker_maker = PairMaker(settings)
+    _worker_maker = maker if maker is not None else PairMaker(settings)
 
 
 def work(item: InputItem) -> PairResult:
