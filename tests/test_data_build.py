@@ -139,3 +139,8 @@ def test_every_input_skipped_is_one_clear_error(tmp_path):
     square_picture((16, 16), None).save(root / "plain.png")
     with pytest.raises(UserError, match="no rows"):
         build(root, tmp_path)
+
+
+def test_a_missing_source_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        build_dataset(BuildConfig(source=str(tmp_path / "nowhere"), out=str(tmp_path / "o"), progress=False))

@@ -9,7 +9,6 @@ columns, a README.md card and ``preview.png``.
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
 import multiprocessing
@@ -21,10 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from controlkit.data.captioners import Captioner, make_captioner, parse_spec
-from controlkit.data.pairs import NO_FACE, PairMaker, PairResult, PairSettings, init_worker, work
+from controlkit.data.pairs import NO_FACE, PairMaker, PairResult, PairSettings, decode, init_worker, work
 from controlkit.data.shards import ShardStore, work_dir_for
 from controlkit.data.sources import SYNTHETIC, InputItem, open_source
 from controlkit.errors import UserError
@@ -224,11 +221,7 @@ class _ShardWriter:
         if not self.buffer:
             return
         kept = [r for r in self.buffer if r.reason is None]
-        images = (
-            [Image.open(io.BytesIO(r.image)) for r in kept]
-            if self.captioner.needs_images
-            else [None] * len(kept)
-        )
+        images = [decode(r.image)[0] for r in kept] if self.captioner.needs_images else [None] * len(kept)
         texts = self.captioner.caption(images, [r.extra for r in kept]) if kept else []
         rows = {
             "image": [{"bytes": r.image, "path": None} for r in kept],

@@ -86,8 +86,9 @@ class HFDatasetSource(Source):
                 if _is_saved_dataset(Path(name))
                 else datasets.load_dataset(name)
             )
-        except (FileNotFoundError, ValueError, ConnectionError, OSError) as exc:
-            raise UserError(f"cannot load dataset {name!r}: {exc}") from exc
+        except Exception as exc:  # datasets raises many kinds; the user needs one line either way
+            where = "" if Path(name).exists() else " (no such folder, so it was looked up on the Hub)"
+            raise UserError(f"cannot load dataset {name!r}{where}: {str(exc).splitlines()[0]}") from exc
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise UserError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")
@@ -181,9 +182,7 @@ def open_source(
         if not len(folder):
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {source}")
         return folder
-    if path.exists() or source.count("/") == 1:
-        return HFDatasetSource(source, split, image_column, keep_columns)
-    raise UserError(f"--source {source!r} is neither a folder, a dataset, a Hub dataset id nor {SYNTHETIC!r}")
+    return HFDatasetSource(source, split, image_column, keep_columns)
 
 
 def _has_data_files(path: Path) -> bool:
