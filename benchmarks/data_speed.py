@@ -4,8 +4,8 @@ Photos: the faces scikit-image (astronaut) and matplotlib (grace_hopper) ship, a
 (mirrored, shifted, scaled, rotated, brightness-jittered JPEGs) written to a temporary folder.
 
 1. The per-image function alone (decode -> dlib detection + 68 landmarks -> render -> PNG), in this
-   process, for each dlib ``upsample``: faces/s by wall clock and per core (images / CPU seconds,
-   which stays meaningful when other jobs share the machine).
+   process, for each dlib ``upsample`` (``default``: the condition's own choice): faces/s by wall
+   clock and per core (images / CPU seconds, which stays meaningful when other jobs share the machine).
 2. Whole builds (shards, captions, consolidation) with ``--num-workers`` 1 and 2: wall time and speed-up.
 
     .venv/bin/python benchmarks/data_speed.py --n 64 --json data_speed.json
@@ -57,8 +57,13 @@ def write_variants(folder: Path, n: int, seed: int = 0) -> None:
         image.save(folder / f"{i:04d}.jpg", quality=92)
 
 
-def per_image(folder: Path, upsample: int) -> dict:
-    maker = PairMaker(PairSettings("face-landmarks", {"upsample": upsample}))
+def _options(upsample: str) -> dict:
+    """``default`` -> the condition's own choice (dlib at 1x, 2x only when no face is found)."""
+    return {} if upsample == "default" else {"upsample": int(upsample)}
+
+
+def per_image(folder: Path, upsample: str) -> dict:
+    maker = PairMaker(PairSettings("face-landmarks", _options(upsample)))
     items = list(FolderSource(folder).items())
     maker(items[0])  # load the dlib models outside the timing
     wall, cpu = time.perf_counter(), time.process_time()
@@ -76,12 +81,12 @@ def per_image(folder: Path, upsample: int) -> dict:
     }
 
 
-def whole_build(folder: Path, workers: int, upsample: int, work: Path) -> dict:
+def whole_build(folder: Path, workers: int, upsample: str, work: Path) -> dict:
     out = work / f"ds-{workers}-{upsample}"
     config = BuildConfig(
         source=str(folder),
         out=str(out),
-        condition_options={"upsample": upsample},
+        condition_options=_options(upsample),
         num_workers=workers,
         progress=False,
     )
@@ -102,9 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64, help="number of 512 px photos")
     parser.add_argument(
-        "--upsample", type=int, nargs="+", default=[0, 1], help="dlib upsample values to time"
+        "--upsample", nargs="+", default=["default", "0", "1"], help="dlib upsample settings to time"
     )
-    parser.add_argument("--build-upsample", type=int, default=0, help="dlib upsample for the whole builds")
+    parser.add_argument("--build-upsample", default="default", help="dlib upsample for the whole builds")
     parser.add_argument("--json", default="data_speed.json", help="where to write the figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
