@@ -10,6 +10,7 @@ from huggingface_hub import HfApi, ModelCard
 
 from controlkit.errors import UserError
 from controlkit.train import hub
+from controlkit.train.config import TrainConfig
 
 UPLOADED = [
     "README.md",
@@ -50,7 +51,7 @@ def make_config(tmp_path, **overrides):
         push_to_hub=True,
     )
     fields.update(overrides)
-    return SimpleNamespace(**fields)
+    return TrainConfig(**fields)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from PIL import Image
 
 from controlkit import conditions
 from controlkit.errors import UserError
+from controlkit.train import validation
+from controlkit.train.config import TrainConfig
 from controlkit.train.validation import ValidationPair, log_validation, validation_grid, validation_pairs
 
 
@@ -60,11 +61,9 @@ def make_config(tmp_path, **overrides):
         seed=0,
         caption_column="text",
         conditioning_image_column="conditioning_image",
-        validation_rows=0,
-        validation_inference_steps=2,
     )
     fields.update(overrides)
-    return SimpleNamespace(**fields)
+    return TrainConfig(**fields)
 
 
 def save_image(path, colour, size=64):
@@ -159,6 +158,11 @@ def test_grid_has_a_row_per_pair_and_the_conditioning_image_first():
     assert grid.getpixel((32, second_row + 32)) == (0, 0, 255)
 
 
+@pytest.fixture
+def two_steps(monkeypatch):
+    monkeypatch.setattr(validation, "DEFAULT_INFERENCE_STEPS", 2)
+
+
 @pytest.fixture(scope="module")
 def components(small_model_dir):
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -175,7 +179,7 @@ def components(small_model_dir):
 
 
 def test_log_validation_scores_every_output_and_leaves_training_state_alone(
-    tmp_path, small_model_dir, components
+    tmp_path, small_model_dir, components, two_steps
 ):
     from accelerate import Accelerator
 
@@ -224,7 +228,7 @@ def test_log_validation_scores_every_output_and_leaves_training_state_alone(
 
 
 def test_log_validation_is_seeded_and_returns_nothing_without_a_condition(
-    tmp_path, small_model_dir, components
+    tmp_path, small_model_dir, components, two_steps
 ):
     from accelerate import Accelerator
 

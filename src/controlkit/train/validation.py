@@ -81,7 +81,7 @@ def _caption(value: Any) -> str:
 
 
 def _dataset_pairs(config, condition: Condition | None, dataset, count: int) -> list[ValidationPair]:
-    annotation_column = getattr(config, "annotation_column", None) or "annotation"
+    annotation_column = config.annotation_column
     rows = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
     pairs = []
     for index in dict.fromkeys(rows.tolist()):
@@ -110,9 +110,8 @@ def validation_pairs(config, condition: Condition | None, dataset=None) -> list[
     pairs = []
     if prompts or images:
         pairs = [_load_image_pair(prompt, image, condition) for prompt, image in _match(prompts, images)]
-    rows = getattr(config, "validation_rows", 0) or 0
-    if rows > 0 and dataset is not None and len(dataset) > 0:
-        pairs += _dataset_pairs(config, condition, dataset, rows)
+    if config.validation_rows > 0 and dataset is not None and len(dataset) > 0:
+        pairs += _dataset_pairs(config, condition, dataset, config.validation_rows)
     return pairs
 
 
@@ -231,7 +230,6 @@ def log_validation(
         requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
-    steps = getattr(config, "validation_inference_steps", None) or DEFAULT_INFERENCE_STEPS
     seed = config.seed if config.seed is not None else 0
     device_type = accelerator.device.type
     autocast = torch.autocast(device_type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
@@ -244,7 +242,7 @@ def log_validation(
                 outputs = pipeline(
                     pair.prompt,
                     pair.conditioning_image,
-                    num_inference_steps=steps,
+                    num_inference_steps=DEFAULT_INFERENCE_STEPS,
                     num_images_per_prompt=config.num_validation_images,
                     generator=generator,
                 ).images
