@@ -15,8 +15,11 @@ __all__ = ["add_arguments", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from controlkit.train.trainer import train
 
     output_dir = train(TrainConfig.from_namespace(args))
-    print(f"ControlNet saved in {output_dir}")
+    if PartialState().is_main_process:
+        print(f"ControlNet saved in {output_dir}")
     return 0
