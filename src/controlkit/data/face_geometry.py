@@ -8,6 +8,7 @@ the far-side points follow the visible cheek outline instead of disappearing beh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,6 +48,26 @@ JAW_HALF = np.array(
 CHIN = np.array([0.0, 1.55, 0.85])
 JAW_OPEN_WEIGHT = np.array([0.0, 0.0, 0.0, 0.1, 0.3, 0.55, 0.8, 0.95])
 """How far each jaw point follows the chin when the mouth opens."""
+
+_SIDES = np.repeat([-1.0, 1.0], 8)
+
+
+def _lip_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """How far each lip point (48-67) moves per unit of smile and of mouth opening: x factors, y offsets."""
+    smile_x, smile_y, open_x, open_y = (np.zeros(20) for _ in range(4))
+    corners, upper_sides = [0, 6, 12, 16], [1, 5, 13, 15]  # 48, 54, 60, 64 and 49, 53, 61, 63
+    smile_x[corners], smile_y[corners] = 0.15, -0.10
+    smile_y[upper_sides] = -0.04
+    smile_x[[1, 5]] = 0.08
+    drop = 0.36
+    open_y[[7, 11]] = 0.7 * drop  # 55, 59
+    open_y[[8, 9, 10, 17, 18, 19]] = drop  # 56-58, 65-67
+    open_y[corners] = 0.15 * drop
+    open_x[corners] = -0.12
+    return smile_x, smile_y, open_x, open_y
+
+
+_SMILE_X, _SMILE_Y, _OPEN_X, _OPEN_Y = _lip_weights()
 
 CRANIUM_CENTRE = np.array([0.0, -0.20, -0.30])
 CRANIUM_AXES = np.array([1.03, 1.50, 1.30])
@@ -103,10 +124,12 @@ class Pose:
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """R = Rz(roll) Rx(pitch) Ry(yaw) for column vectors, angles in degrees."""
-    y, p, r = np.radians([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    cy, sy = math.cos(math.radians(yaw)), math.sin(math.radians(yaw))
+    cp, sp = math.cos(math.radians(pitch)), math.sin(math.radians(pitch))
+    cr, sr = math.cos(math.radians(roll)), math.sin(math.radians(roll))
+    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
+    rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
     return rz @ rx @ ry
 
 
@@ -134,32 +157,19 @@ def face_points(identity: Identity, expression: Expression) -> np.ndarray:
     # Nose: longer noses move the tip and base down; width spreads the base.
     p[10:19, 1] = 0.02 + (p[10:19, 1] - 0.02) * idn.nose_length
     p[14:19, 0] *= idn.nose_width
-    # Eyes: spacing around the midline, size around each eye's centre.
-    for eye in (slice(19, 25), slice(25, 31)):
-        centre = p[eye, :2].mean(axis=0)
-        new_centre = np.array([centre[0] * idn.eye_spacing, centre[1]])
-        p[eye, :2] = new_centre + (p[eye, :2] - centre) * idn.eye_size
-        upper, lower = ([1, 2], [4, 5])
-        eye_idx = np.arange(eye.start, eye.stop)
-        p[eye_idx[upper], 1] = new_centre[1] + (p[eye_idx[upper], 1] - new_centre[1]) * ex.eyes_open
-        squint = 0.6 + 0.4 * ex.eyes_open - 0.25 * ex.smile
-        p[eye_idx[lower], 1] = new_centre[1] + (p[eye_idx[lower], 1] - new_centre[1]) * squint
-    # Mouth: width, lip thickness around the lip line, then smile and opening.
-    lips = slice(31, 51)
-    line = 1.0
-    p[lips, 0] *= idn.mouth_width
-    p[lips, 1] = line + (p[lips, 1] - line) * idn.lip_thickness
-    corners = [31, 37, 43, 47]  # 48, 54, 60, 64
-    p[corners, 0] *= 1.0 + 0.15 * ex.smile
-    p[corners, 1] -= 0.10 * ex.smile
-    p[[32, 36, 44, 46], 1] -= 0.04 * ex.smile  # 49, 53, 61, 63
-    p[[32, 36], 0] *= 1.0 + 0.08 * ex.smile
-    drop = 0.36 * ex.mouth_open
-    p[[38, 42], 1] += 0.7 * drop  # 55, 59
-    p[[39, 40, 41], 1] += drop  # 56-58
-    p[[48, 49, 50], 1] += drop  # 65-67
-    p[corners, 1] += 0.15 * drop
-    p[corners, 0] *= 1.0 - 0.12 * ex.mouth_open
+    # Eyes: spacing around the midline, size around each eye's centre, lids opening around it.
+    eyes = p[19:31, :2].reshape(2, 6, 2)
+    centres = eyes.mean(axis=1, keepdims=True)
+    moved = centres * [idn.eye_spacing, 1.0]
+    eyes = moved + (eyes - centres) * idn.eye_size
+    squint = 0.6 + 0.4 * ex.eyes_open - 0.25 * ex.smile
+    lids = np.array([1.0, ex.eyes_open, ex.eyes_open, 1.0, squint, squint])
+    eyes[..., 1] = moved[..., 1] + (eyes[..., 1] - moved[..., 1]) * lids
+    p[19:31, :2] = eyes.reshape(12, 2)
+    # Mouth: width and lip thickness around the lip line (y = 1), then smile and opening.
+    lips = p[31:51]
+    lips[:, 0] *= idn.mouth_width * (1.0 + ex.smile * _SMILE_X) * (1.0 + ex.mouth_open * _OPEN_X)
+    lips[:, 1] = 1.0 + (lips[:, 1] - 1.0) * idn.lip_thickness + ex.smile * _SMILE_Y + ex.mouth_open * _OPEN_Y
     # A longer face pushes the mouth and nose base down a little.
     p[10:, 1] += (p[10:, 1] > 0.5) * (idn.face_length - 1.0) * 0.5
     return p
@@ -172,15 +182,12 @@ def jaw_points(identity: Identity, expression: Expression, yaw: float) -> np.nda
     a = np.abs(half[:, 0]) * identity.face_width * (1.0 + (identity.jaw_width - 1.0) * lower)
     y = half[:, 1] * (1.0 + (identity.face_length - 1.0) * (half[:, 1] > 0.5))
     y = y + 0.32 * expression.mouth_open * JAW_OPEN_WEIGHT
-    left = silhouette(a, half[:, 3], half[:, 2], -np.ones(8), yaw)
-    right = silhouette(a, half[:, 3], half[:, 2], np.ones(8), yaw)
-    chin = CHIN.copy()
-    chin[1] = CHIN[1] * identity.face_length + 0.32 * expression.mouth_open
-    chin[2] -= 0.08 * expression.mouth_open
-    pts = np.zeros((17, 3))
-    pts[:8] = np.stack([left[:, 0], y, left[:, 1]], axis=1)
-    pts[8] = chin
-    pts[9:] = np.stack([right[::-1, 0], y[::-1], right[::-1, 1]], axis=1)
+    both = silhouette(np.tile(a, 2), np.tile(half[:, 3], 2), np.tile(half[:, 2], 2), _SIDES, yaw)
+    pts = np.empty((17, 3))
+    pts[:8, 0], pts[:8, 1], pts[:8, 2] = both[:8, 0], y, both[:8, 1]
+    pts[9:, 0], pts[9:, 1], pts[9:, 2] = both[:7:-1, 0], y[::-1], both[:7:-1, 1]
+    mouth_open = expression.mouth_open
+    pts[8] = CHIN[0], CHIN[1] * identity.face_length + 0.32 * mouth_open, CHIN[2] - 0.08 * mouth_open
     return pts
 
 

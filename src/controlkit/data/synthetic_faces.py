@@ -8,6 +8,7 @@ images per second at 256 px on one core.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,6 +69,29 @@ _HAIR_PHRASES = {
     "fringe": "{c} hair with a fringe",
 }
 _HAIR_VOLUME = {"short": 1.06, "long": 1.12, "bob": 1.13, "bun": 1.05, "curly": 1.28, "fringe": 1.1}
+_BROW_TAPER = np.linspace(0.45, 1.0, 13)[:, None]  # brow thickness, outer end to inner end
+
+
+def _ear_points() -> np.ndarray:
+    """Outlines (2 x 14 points) then inner folds (2 x 6 points) of both ears, in model units."""
+    t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+    rings = [
+        np.stack(
+            [side * (0.97 + 0.12 * (1 + np.cos(t))), 0.22 + 0.34 * np.sin(t), -0.42 + 0.2 * np.cos(t)], 1
+        )
+        for side in (-1.0, 1.0)
+    ]
+    folds = [
+        ring[3:9] * [0.97, 1.0, 1.0] + [side * 0.04, 0.0, 0.0]
+        for ring, side in zip(rings, (-1, 1), strict=True)
+    ]
+    return np.concatenate(rings + folds)
+
+
+_EARS = _ear_points()
+_STRAND_T = np.linspace(0.0, 1.0, 6)[None, :, None]
+_STRAND_WAVE = 0.25 * np.sin(np.pi * _STRAND_T[..., 0])  # locks bow away from a parting
+_CROWN = np.array([0.0, -1.7, -0.65])  # where the locks meet, behind the top of the head
 _SHADE_ELLIPSOID = (np.array([0.0, 0.0, -0.3]), np.array([1.12, 1.85, 1.35]))
 
 
@@ -432,20 +456,17 @@ class _Painter:
 
     def _strands(self, img: np.ndarray, line: np.ndarray, volume: float) -> None:
         """Lighter and darker locks from the hairline to the crown, on the visible side of the head."""
-        crown = fg.CRANIUM_CENTRE + [0.0, -fg.CRANIUM_AXES[1], -0.35]
-        t = np.linspace(0.0, 1.0, 6)[None, :, None]
-        starts = line[1:-1][:, None, :]
-        path = starts * (1 - t) + crown * t
-        path[..., 0] += np.sin(np.pi * t[..., 0]) * 0.25 * np.sign(starts[..., 0] - 0.3)
-        axes = fg.CRANIUM_AXES * volume * 0.99
+        starts = line[1:-1, None, :]
+        path = starts * (1.0 - _STRAND_T) + _CROWN * _STRAND_T
+        path[..., 0] += _STRAND_WAVE * np.sign(starts[..., 0] - 0.3)
+        axes = fg.CRANIUM_AXES * (volume * 0.99)
         rel = (path - fg.CRANIUM_CENTRE) / axes
-        path = fg.CRANIUM_CENTRE + rel / np.linalg.norm(rel, axis=-1, keepdims=True) * axes
-        facing = (rel / np.linalg.norm(rel, axis=-1, keepdims=True)) @ self.r[2]
-        curves = self.px(path)
+        rel /= np.sqrt((rel * rel).sum(axis=-1, keepdims=True))
+        visible = (rel @ self.r[2]) > 0.1
+        curves = _fx(self.px(fg.CRANIUM_CENTRE + rel * axes))
         thickness = max(1, int(self.s * 0.03))
         for parity, tone in ((0, 0.85), (1, 1.15)):
-            locks = [_fx(c[f > 0.1]) for c, f in zip(curves[parity::2], facing[parity::2], strict=True)]
-            locks = [lock for lock in locks if len(lock) > 1]
+            locks = [c[v] for c, v in zip(curves[parity::2], visible[parity::2], strict=True) if v.sum() > 1]
             cv2.polylines(img, locks, False, _shade(self.a["hair_rgb"], tone), thickness, cv2.LINE_AA, 4)
 
     def _back_hair(self, img: np.ndarray, hair: str, volume: float) -> None:
@@ -476,18 +497,12 @@ class _Painter:
         _fill(img, np.concatenate([top, base]), _shade(skin, 0.68))
 
     def _ears(self, img: np.ndarray, skin) -> None:
-        t = np.linspace(0, 2 * np.pi, 14, endpoint=False)
-        for side in (-1.0, 1.0):
-            ring = np.stack(
-                [side * (0.97 + 0.12 * (1 + np.cos(t))), 0.22 + 0.34 * np.sin(t), -0.42 + 0.2 * np.cos(t)],
-                axis=1,
-            )
-            ear = self.px(ring)
-            hull = cv2.convexHull(ear.astype(np.float32)).reshape(-1, 2)
+        outline, inner = np.split(self.px(_EARS), [28])
+        for side in range(2):
+            hull = cv2.convexHull(outline[side * 14 : side * 14 + 14].astype(np.float32)).reshape(-1, 2)
             _fill(img, hull, _shade(skin, 0.9))
             _fill(self.mask, hull, 255)
-            inner = self.px(ring[3:9] * [0.97, 1.0, 1.0] + [side * 0.04, 0.0, 0.0])
-            _line(img, inner, _shade(skin, 0.7), self.s * 0.04)
+            _line(img, inner[side * 6 : side * 6 + 6], _shade(skin, 0.7), self.s * 0.04)
 
     def _beard(self) -> None:
         lm = self.lm
@@ -496,55 +511,56 @@ class _Painter:
         self._shadow_poly(lower, 150)
 
     def _brows(self, img: np.ndarray) -> None:
-        colour = tuple(int(v) for v in np.asarray(self.a["hair_rgb"]) * 0.55 + np.array([40, 30, 24]) * 0.45)
+        colour = tuple(
+            int(v * 0.55 + d * 0.45) for v, d in zip(self.a["hair_rgb"], (40, 30, 24), strict=True)
+        )
         thick = 0.085 if self.a["gender"] == "man" else 0.065
-        for sl, inner_last in ((fg.BROW_L, True), (fg.BROW_R, False)):
+        for sl, taper in ((fg.BROW_L, _BROW_TAPER), (fg.BROW_R, _BROW_TAPER[::-1])):
             curve = _catmull_rom(self.lm[sl], 3, closed=False)
-            d = np.gradient(curve, axis=0)
-            normal = np.stack([d[:, 1], -d[:, 0]], axis=1)
-            normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-9
-            normal *= np.sign(normal @ self.up)[:, None]
-            w = np.linspace(0.45, 1.0, len(curve)) if inner_last else np.linspace(1.0, 0.45, len(curve))
-            half = (0.5 * thick * self.s * w)[:, None]
-            shape = np.concatenate([curve + normal * half * 0.8, (curve - normal * half * 1.2)[::-1]])
+            half = (0.5 * thick * self.s) * taper
+            shape = np.concatenate([curve + self.up * (half * 0.8), (curve - self.up * (half * 1.2))[::-1]])
             _fill(img, shape, colour)
 
+    def _clipped(self, img: np.ndarray, outline: np.ndarray, paint) -> None:
+        """Run ``paint(canvas, origin)`` on a copy of the pixels around ``outline`` and keep what falls inside
+        it (eyeballs inside the lids, teeth inside the lips). Its edge gets covered by a lid or lip line."""
+        x0, y0 = np.maximum(outline.min(axis=0).astype(int) - 1, 0)
+        x1, y1 = np.minimum(outline.max(axis=0).astype(int) + 2, self.size)
+        if x1 <= x0 or y1 <= y0:
+            return
+        roi = img[y0:y1, x0:x1]
+        canvas = roi.copy()
+        origin = np.array([x0, y0], dtype=np.float64)
+        paint(canvas, origin)
+        inside = np.zeros(roi.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [_fx(outline - origin)], 1, cv2.LINE_8, 4)
+        np.copyto(roi, canvas, where=inside[..., None].astype(bool))
+
     def _eyes(self, img: np.ndarray, skin) -> None:
-        lash = (38, 26, 22)
-        iris_rgb = tuple(self.a["eye_rgb"])
-        foreshorten = abs(np.cos(np.radians(self.pose.yaw)))
+        lash, iris_rgb = (38, 26, 22), tuple(self.a["eye_rgb"])
+        foreshorten = abs(math.cos(math.radians(self.pose.yaw)))
         for sl in (fg.EYE_L, fg.EYE_R):
             pts = self.lm[sl]
             centre = pts.mean(axis=0)
-            width = np.linalg.norm(pts[3] - pts[0])
-            # Socket shadow between eye and brow.
-            socket = centre + self.up * 0.1 * self.s
-            self._shadow_ellipse(socket, (width * 0.75, width * 0.45), 70)
+            width = math.dist(pts[3], pts[0])
+            self._shadow_ellipse(centre + self.up * 0.1 * self.s, (width * 0.75, width * 0.45), 70)  # socket
             outline = _catmull_rom(pts, 4, closed=True)
-            x0, y0 = np.floor(outline.min(axis=0)).astype(int) - 2
-            x1, y1 = np.ceil(outline.max(axis=0)).astype(int) + 3
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size), min(y1, self.size)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            roi = img[y0:y1, x0:x1]
-            drawn = roi.copy()
-            local = outline - [x0, y0]
-            _fill(drawn, local, (226, 220, 212))
-            c = centre - [x0, y0]
             r = 0.24 * width / max(foreshorten, 0.5)
-            _ellipse(drawn, c, (r * foreshorten, r), self.angle, iris_rgb)
-            _ellipse(drawn, c, (r * foreshorten, r), self.angle, _shade(iris_rgb, 0.6), 1)
-            _ellipse(drawn, c, (0.45 * r * foreshorten, 0.45 * r), self.angle, (14, 12, 12))
-            glint = c + (self.up - self.right * foreshorten) * 0.45 * r
-            _ellipse(drawn, glint, (0.15 * r, 0.15 * r), 0.0, (250, 250, 250))
-            inside = np.zeros(roi.shape[:2], np.uint8)
-            _fill(inside, local, 255)
-            alpha = (inside.astype(np.float32) / 255.0)[..., None]
-            roi[:] = (drawn * alpha + roi * (1.0 - alpha)).astype(np.uint8)
-            upper = outline[: len(outline) // 2 + 1]
+
+            def eyeball(canvas: np.ndarray, origin: np.ndarray, outline=outline, centre=centre, r=r) -> None:
+                c = centre - origin
+                _fill(canvas, outline - origin, (226, 220, 212))
+                _ellipse(canvas, c, (r * foreshorten, r), self.angle, iris_rgb)
+                _ellipse(canvas, c, (r * foreshorten, r), self.angle, _shade(iris_rgb, 0.6), 1)
+                _ellipse(canvas, c, (0.45 * r * foreshorten, 0.45 * r), self.angle, (14, 12, 12))
+                glint = c + (self.up - self.right * foreshorten) * 0.45 * r
+                _ellipse(canvas, glint, (0.15 * r, 0.15 * r), 0.0, (250, 250, 250))
+
+            self._clipped(img, outline, eyeball)
+            upper = outline[:13]
             _line(img, upper, lash, self.s * 0.045)
             _line(img, upper + self.up * 0.07 * self.s, _shade(skin, 0.75), self.s * 0.02)
-            _line(img, outline[len(outline) // 2 :], _shade(skin, 0.7), self.s * 0.015)
+            _line(img, outline[12:], _shade(skin, 0.7), self.s * 0.015)
 
     def _nose(self, img: np.ndarray, skin) -> None:
         lm, s = self.lm, self.s
@@ -578,49 +594,44 @@ class _Painter:
         _fill(img, outer, lip)
         upper_outer, upper_inner = outer[:25], inner[:17]
         _fill(img, np.concatenate([upper_outer, upper_inner[::-1]]), _shade(lip, 0.82))
-        gap = np.linalg.norm(lm[66] - lm[62])
+        gap = math.dist(lm[66], lm[62])
         if gap > 1.5:
-            x0, y0 = np.floor(inner.min(axis=0)).astype(int) - 2
-            x1, y1 = np.ceil(inner.max(axis=0)).astype(int) + 3
-            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, self.size), min(y1, self.size)
-            roi = img[y0:y1, x0:x1]
-            drawn = roi.copy()
-            local = inner - [x0, y0]
-            _fill(drawn, local, (58, 22, 26))
-            teeth_h = min(0.09 * s, 0.45 * gap)
-            teeth = np.concatenate([upper_inner, (upper_inner - self.up * teeth_h)[::-1]]) - [x0, y0]
-            _fill(drawn, teeth, (232, 226, 212))
-            inside = np.zeros(roi.shape[:2], np.uint8)
-            _fill(inside, local, 255)
-            alpha = (inside.astype(np.float32) / 255.0)[..., None]
-            roi[:] = (drawn * alpha + roi * (1.0 - alpha)).astype(np.uint8)
+            teeth = np.concatenate([upper_inner, (upper_inner - self.up * min(0.09 * s, 0.45 * gap))[::-1]])
+
+            def open_mouth(canvas: np.ndarray, origin: np.ndarray) -> None:
+                _fill(canvas, inner - origin, (58, 22, 26))
+                _fill(canvas, teeth - origin, (232, 226, 212))
+
+            self._clipped(img, inner, open_mouth)
+            _line(img, inner, _shade(lip, 0.7), 1, closed=True)
         else:
             _line(img, upper_inner, _shade(lip, 0.45), s * 0.03)
         below = lm[57] - self.up * 0.07 * s
         self._shadow_ellipse(below, (0.2 * s, 0.06 * s), 60)
 
     def _shading(self) -> np.ndarray:
-        """Lambert shading of an ellipsoid around the head, coarse: (size/8, size/8) uint8, 128 = 1."""
+        """Lambert shading of an ellipsoid around the head, coarse: (size/8, size/8) uint8, 128 = 1.
+
+        Each grid pixel casts a ray along the view axis; in the head's frame the ray is m0 + t d, and the
+        front hit of the ellipsoid m^T W m = 1 gives the normal W m (rays that miss take the rim's)."""
         low = max(24, self.size // 8)
-        step = self.size / low
-        uv = (np.arange(low, dtype=np.float64) + 0.5) * step
-        u, v = np.meshgrid(uv, uv)
+        grid = (np.arange(low) + 0.5) * (self.size / low)
+        x = ((grid - self.pose.centre[0]) / self.s)[None, :, None]
+        y = ((grid - self.pose.centre[1]) / self.s)[:, None, None]
         centre, axes = _SHADE_ELLIPSOID
-        px = (u - self.pose.centre[0]) / self.s + fg.PIVOT[0]
-        py = (v - self.pose.centre[1]) / self.s + fg.PIVOT[1]
-        view = np.stack([px, py, np.zeros_like(px)], axis=-1)
-        m0 = (view - fg.PIVOT) @ self.r + fg.PIVOT - centre  # model frame, relative to the ellipsoid
-        d = self.r[2]
-        qa = np.sum((d / axes) ** 2)
-        qb = 2 * (m0 / axes**2) @ d
-        qc = np.sum((m0 / axes) ** 2, axis=-1) - 1
-        t = (-qb + np.sqrt(np.maximum(qb * qb - 4 * qa * qc, 0))) / (2 * qa)
-        normal = ((m0 + t[..., None] * d) / axes**2) @ self.r.T
-        normal /= np.linalg.norm(normal, axis=-1, keepdims=True) + 1e-9
+        w = 1.0 / axes**2
+        e0, e1, d = self.r  # the view's x, y and z axes in the head's frame
+        m0 = x * e0 + y * e1 + (fg.PIVOT - centre)
+        qa = d @ (w * d)
+        qb = m0 @ (2.0 * w * d)
+        qc = (m0 * m0) @ w - 1.0
+        t = (np.sqrt(np.maximum(qb * qb - 4.0 * qa * qc, 0.0)) - qb) / (2.0 * qa)
+        wm = (m0 + t[..., None] * d) * w
+        cos = (wm @ (self.r.T @ np.asarray(self.a["light"]))) / np.sqrt((wm * wm).sum(axis=-1))
         # Wrapped Lambert: the outline of the head darkens without turning into a black rim.
-        lam = np.maximum((normal @ np.asarray(self.a["light"]) + 0.4) / 1.4, 0.0)
         ambient = self.a["ambient"]
-        return np.clip((ambient + (1.12 - ambient) * lam) * 128.0, 0, 255).astype(np.uint8)
+        shade = ambient + (1.12 - ambient) * np.maximum((cos + 0.4) / 1.4, 0.0)
+        return np.minimum(shade * 128.0, 255.0).astype(np.uint8)
 
     def _finish(self, img: np.ndarray) -> np.ndarray:
         """Multiply in lighting (on the head), soft shadows and film grain, in uint8 fixed point (128 = 1)."""
