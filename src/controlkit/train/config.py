@@ -153,6 +153,9 @@ class TrainConfig:
     )
     num_validation_images: int = _opt(4, "Images generated per validation pair.")
     validation_steps: int = _opt(100, "Run validation every N optimizer steps.")
+    validation_inference_steps: int | None = _opt(
+        None, "Denoising steps per validation image (default: 20, UniPC as the reference uses)."
+    )
     # The file this configuration was read from (not itself a training option).
     config: str | None = _opt(
         None, "A YAML or TOML file holding these same keys; flags given here override it."

@@ -1,0 +1,73 @@
+"""The trainer's hooks into validation and Hub publishing: called when asked, with the trained model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlkit.conditions import register
+from controlkit.errors import UserError
+from controlkit.train.metrics import read_metrics
+from train_helpers import make_dataset, run_training, train_args
+
+
+@register("test-brightness")
+class Brightness:
+    """A tiny condition: the annotation is the mean brightness an image should have."""
+
+    name = "test-brightness"
+
+    def annotate(self, image):
+        return np.array([np.asarray(image.convert("L"), dtype=np.float32).mean() / 255], dtype=np.float32)
+
+    def render(self, annotation, size=(64, 64)):
+        return Image.new("RGB", size, (int(annotation[0] * 255),) * 3)
+
+    def score(self, generated, annotation):
+        return {"brightness_error": float(abs(self.annotate(generated)[0] - annotation[0]))}
+
+    def flip(self, annotation, width):
+        return annotation
+
+    def to_record(self, annotation):
+        return annotation.tolist()
+
+    def from_record(self, record):
+        return np.asarray(record, dtype=np.float32)
+
+
+def test_validation_runs_every_validation_steps_and_its_scores_reach_metrics(small_model_dir, tmp_path):
+    meta = {"condition": "test-brightness", "condition_options": {}}
+    dataset = make_dataset(tmp_path / "ds", n=4, metadata=meta)
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(dataset)).add_column("annotation", [[0.5]] * 4)
+    rows.save_to_disk(str(tmp_path / "ds2"))
+    (tmp_path / "ds2" / "controlkit.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    extra = [
+        "--max_train_steps=2",
+        "--validation_steps=2",
+        "--validation_rows=1",
+        "--num_validation_images=1",
+    ]
+    extra += ["--validation_inference_steps=2"]
+    run_training(train_args(small_model_dir, tmp_path / "ds2", out, *extra))
+    assert (out / "validation" / "step-2.png").is_file()
+    scored = [r for r in read_metrics(out) if "validation" in r]
+    assert len(scored) == 1 and scored[0]["step"] == 2
+    assert 0 <= next(iter(scored[0]["validation"].values())) <= 1
+    assert json.loads((out / "controlkit.json").read_text())["condition"] == "test-brightness"
+
+
+def test_push_to_hub_without_a_token_fails_before_training(small_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    dataset = make_dataset(tmp_path / "ds", n=2)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="token"):
+        run_training(train_args(small_model_dir, dataset, out, "--push_to_hub", "--max_train_steps=1"))
+    assert not list(out.glob("*.safetensors")) and not (out / "metrics.jsonl").exists()
