@@ -138,3 +138,11 @@ def test_bad_config_files(tmp_path):
         load_config_file(bad_value)
     with pytest.raises(UserError, match="not found"):
         load_config_file(tmp_path / "missing.yaml")
+
+
+def test_the_cli_prints_user_errors_as_one_line_and_exits_2(capsys):
+    from controlkit.cli import main
+
+    assert main(["train", *BASE, "--resolution=100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("controlkit train: error: --resolution must be") and "\n" not in err

@@ -54,13 +54,24 @@ def test_validation_runs_every_validation_steps_and_its_scores_reach_metrics(sma
         "--validation_rows=1",
         "--num_validation_images=1",
     ]
-    extra += ["--validation_inference_steps=2"]
+    extra += ["--validation_inference_steps=2", "--report_to=tensorboard"]
     run_training(train_args(small_model_dir, tmp_path / "ds2", out, *extra))
     assert (out / "validation" / "step-2.png").is_file()
     scored = [r for r in read_metrics(out) if "validation" in r]
     assert len(scored) == 1 and scored[0]["step"] == 2
     assert 0 <= next(iter(scored[0]["validation"].values())) <= 1
     assert json.loads((out / "controlkit.json").read_text())["condition"] == "test-brightness"
+    assert list((out / "logs" / "train_controlnet").rglob("events.out.tfevents.*"))
+
+
+def test_a_missing_tracker_package_names_its_extra(small_model_dir, tmp_path):
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"pip install 'controlkit\[wandb\]'"):
+            run_training(train_args(small_model_dir, tmp_path / "ds", tmp_path / "out", "--report_to=wandb"))
+    else:
+        pytest.skip("wandb is installed")
 
 
 def test_push_to_hub_without_a_token_fails_before_training(small_model_dir, tmp_path, monkeypatch):
