@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import multiprocessing
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -139,9 +140,10 @@ def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: 
     fork = "fork" in multiprocessing.get_all_start_methods()
     if fork:
         maker.warm_up()
+        fork = not _cuda_initialized()  # a forked child cannot use the parent's CUDA context
     pool = ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("fork" if fork else None),
+        mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
         initializer=_init_quiet_worker,
         initargs=(settings, maker if fork else None),
     )
@@ -155,6 +157,11 @@ def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: 
             yield window.popleft().result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.cuda.is_initialized()
 
 
 def _init_quiet_worker(settings: PairSettings, maker: PairMaker | None) -> None:
