@@ -12,6 +12,17 @@ pytest.importorskip("dlib")
 gr = pytest.importorskip("gradio")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, above all on a shared, busy CPU; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def astronaut():
     from skimage import data
@@ -66,3 +77,11 @@ def test_build_app_has_the_walkthrough_widgets(small_controlnet_dir, tmp_path):
     sliders = {c.label: c.value for c in demo.blocks.values() if isinstance(c, gr.Slider)}
     assert sliders == {"Steps": 2, "Guidance": 7.5, "ControlNet scale": 1.0, "Images": 4}
     assert demo.analytics_enabled is False
+
+
+def test_app_command_with_a_missing_controlnet_is_one_line(tmp_path, capsys):
+    from controlkit.cli import main
+
+    assert main(["app", "--controlnet", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "ControlNet not found" in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,17 @@ pytest.importorskip("dlib")
 TINY = ["--steps", "2", "--prompt", "a portrait photo"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, above all on a shared, busy CPU; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """The astronaut (a face dlib finds) and a plain sky-blue picture with no face at all."""
@@ -192,3 +203,18 @@ def test_controlkit_generate_is_exported_lazily():
     code = "import sys, controlkit; assert 'torch' not in sys.modules; print(controlkit.generate.__module__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "controlkit.infer.generate"
+
+
+def test_pipeline_uses_unipc_and_picks_precision_by_device(small_controlnet_dir, monkeypatch):
+    import torch
+
+    from controlkit.infer.pipeline import load_pipeline, pick_dtype
+
+    pipe = load_pipeline(small_controlnet_dir, device="cpu")
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert pipe.controlnet.dtype == torch.float32 and pipe.unet.dtype == torch.float32
+    assert pick_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert pick_dtype("cuda:0") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert pick_dtype("cuda") == torch.float16

@@ -202,15 +202,17 @@ def build_app(
         gallery = gr.Gallery(
             label="Results (adherence scores in the captions)",
             columns=4,
-            preview=False,
+            fit_columns=False,
             object_fit="contain",
             elem_id="gallery",
         )
 
-        photo.change(on_photo, inputs=[photo], outputs=[landmarks, status])
+        # One queue for every event: the detector and the pipeline are used by one request at a time.
+        queue = {"concurrency_id": "model", "concurrency_limit": 1}
+        photo.change(on_photo, inputs=[photo], outputs=[landmarks, status], **queue)
         inputs = [photo, prompt, negative, steps_in, guidance, scale, seed, count]
-        button.click(on_generate, inputs=inputs, outputs=[gallery, status])
-        prompt.submit(on_generate, inputs=inputs, outputs=[gallery, status])
+        button.click(on_generate, inputs=inputs, outputs=[gallery, status], **queue)
+        prompt.submit(on_generate, inputs=inputs, outputs=[gallery, status], **queue)
     return demo
 
 

@@ -32,6 +32,9 @@ class ControlNetInfo:
 
 def read_controlnet_info(controlnet: str | Path) -> ControlNetInfo:
     """The ControlNet's recorded base model, condition and training resolution."""
+    name = str(controlnet)
+    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+        raise UserError(f"ControlNet not found: {name} (give a folder from `controlkit train` or a Hub id)")
     meta = read_metadata(controlnet, repo_type="model")
     return ControlNetInfo(
         controlnet=str(controlnet),
