@@ -89,6 +89,10 @@ def _ear_points() -> np.ndarray:
 
 
 _EARS = _ear_points()
+_BUN = np.array([[0.0, -1.45, -1.0]])
+_MUZZLE = np.r_[6:11, 27:36, 48:60]  # chin, nose and lips: they stick out past the cheek on a turned head
+_BODY = np.array([[0.0, 3.7, -0.4], [0.62, 2.6, -0.35], [-0.62, 2.6, -0.35]])  # shoulders, neck base
+_NECK_TOP = np.array([[-0.5, 0.6, -0.35], [0.5, 0.6, -0.35]])
 _STRAND_T = np.linspace(0.0, 1.0, 6)[None, :, None]
 _STRAND_WAVE = 0.25 * np.sin(np.pi * _STRAND_T[..., 0])  # locks bow away from a parting
 _CROWN = np.array([0.0, -1.7, -0.65])  # where the locks meet, behind the top of the head
@@ -301,6 +305,10 @@ def _fx(xy: np.ndarray) -> np.ndarray:
     return (xy * 16.0 + 0.5).astype(np.int32)
 
 
+def _fill_mask(mask: np.ndarray, xy: np.ndarray) -> None:
+    cv2.fillPoly(mask, [_fx(xy)], 255, cv2.LINE_AA, 4)
+
+
 def _fill(img: np.ndarray, xy: np.ndarray, colour) -> None:
     cv2.fillPoly(img, [_fx(xy)], colour, cv2.LINE_AA, 4)
 
@@ -400,37 +408,58 @@ class _Painter:
         return np.stack([a * np.sin(psi), ys, fg.CRANIUM_CENTRE[2] + c * np.cos(psi)], axis=1)
 
     # -- painting -------------------------------------------------------------------------------------------
+    def _outlines(self, hair: str, volume: float) -> dict[str, np.ndarray]:
+        """The 3D outlines that turn with the head (skull, hairline, hair, locks, ears), projected at once."""
+        parts = {"skull": self._cranium_arc(self.model[0, 1], self.model[16, 1], 1.0), "ears": _EARS}
+        if hair != "bald":
+            line = self._hairline(-0.5 if hair == "fringe" else self.a["hairline"])
+            parts["hairline"] = line
+            parts["cap"] = self._cranium_arc(line[0, 1], line[-1, 1], volume, n=14, curly=hair == "curly")
+            locks, self.lock_visible = self._locks(line, volume)
+            parts["locks"] = locks.reshape(-1, 3)
+        if hair in ("long", "bob"):
+            long = hair == "long"
+            bottom, width = (2.9, 1.35) if long else (1.45, 1.2)
+            curtain = [[-width, bottom, -0.4], [width, bottom, -0.4], [-1.15, 0.4, -0.4], [1.15, 0.4, -0.4]]
+            parts["back"] = np.concatenate([self._cranium_arc(0.3, 0.3, volume), curtain])
+        elif hair == "bun":
+            parts["back"] = _BUN
+        names = list(parts)
+        projected = self.px(np.concatenate([parts[n] for n in names]))
+        ends = np.cumsum([len(parts[n]) for n in names])[:-1]
+        return dict(zip(names, np.split(projected, ends), strict=True))
+
     def paint(self) -> tuple[np.ndarray, np.ndarray]:
         a, size = self.a, self.size
         img = self._background()
         self.mask = np.zeros((size, size), np.uint8)  # where the head is: lambert shading applies
         self.dark = np.zeros((size // 2, size // 2), np.uint8)  # soft shadows at half size, blurred
-        lm = self.px(self.model)
-        self.lm = lm
-        skin = tuple(a["skin_rgb"])
-        hair = a["hair"]
+        lm = self.lm = self.px(self.model)
+        skin, hair = tuple(a["skin_rgb"]), a["hair"]
         volume = _HAIR_VOLUME.get(hair, 1.0)
-        self._back_hair(img, hair, volume)
+        out = self._outlines(hair, volume)
+        hair_back = _shade(a["hair_rgb"], 0.8)
+        if hair in ("long", "bob"):
+            _fill(img, cv2.convexHull(out["back"].astype(np.float32)).reshape(-1, 2), hair_back)
+        elif hair == "bun":
+            _ellipse(img, out["back"][0], (0.5 * self.s, 0.5 * self.s), 0.0, hair_back)
         self._body(img, skin)
         if hair not in ("long", "bob"):
-            self._ears(img, skin)
+            self._ears(img, skin, out["ears"])
         jaw = _catmull_rom(lm[:17], 3, closed=False)  # the drawn outline passes through every jaw point
-        head = np.concatenate([jaw, self.px(self._cranium_arc(self.model[0, 1], self.model[16, 1], 1.0))])
+        head = np.concatenate([jaw, out["skull"]])
         _fill(img, head, skin)
-        _fill(self.mask, head, 255)
+        _fill_mask(self.mask, head)
         if hair != "bald":
-            line = self._hairline(-0.5 if hair == "fringe" else a["hairline"])
-            arc = self._cranium_arc(line[0, 1], line[-1, 1], volume, n=14, curly=hair == "curly")
-            cap_px = _catmull_rom(self.px(np.concatenate([line, arc])), 2, closed=True)
-            _fill(img, cap_px, tuple(a["hair_rgb"]))
-            _fill(self.mask, cap_px, 255)
-            self._strands(img, line, volume)
-            face = np.concatenate([jaw, self.px(line[::-1])])
-            _fill(img, face, skin)
+            cap = _catmull_rom(np.concatenate([out["hairline"], out["cap"]]), 2, closed=True)
+            _fill(img, cap, tuple(a["hair_rgb"]))
+            _fill_mask(self.mask, cap)
+            self._draw_locks(img, out["locks"].reshape(-1, 6, 2))
+            _fill(img, np.concatenate([jaw, out["hairline"][::-1]]), skin)
         # The nose and lips stick out past the cheek outline on a turned head.
-        muzzle = cv2.convexHull(lm[np.r_[6:11, 27:36, 48:60]].astype(np.float32)).reshape(-1, 2)
+        muzzle = cv2.convexHull(lm[_MUZZLE].astype(np.float32)).reshape(-1, 2)
         _fill(img, muzzle, skin)
-        _fill(self.mask, muzzle, 255)
+        _fill_mask(self.mask, muzzle)
         if a["beard"]:
             self._beard()
         self._brows(img)
@@ -454,54 +483,40 @@ class _Painter:
         corners = np.clip(base * gain, 0, 255).astype(np.uint8)
         return cv2.resize(corners, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
 
-    def _strands(self, img: np.ndarray, line: np.ndarray, volume: float) -> None:
-        """Lighter and darker locks from the hairline to the crown, on the visible side of the head."""
+    def _locks(self, line: np.ndarray, volume: float) -> tuple[np.ndarray, np.ndarray]:
+        """Locks of hair from the hairline to the crown on the hair's surface (13 x 6 points, model units),
+        and which of their points face the camera."""
         starts = line[1:-1, None, :]
         path = starts * (1.0 - _STRAND_T) + _CROWN * _STRAND_T
         path[..., 0] += _STRAND_WAVE * np.sign(starts[..., 0] - 0.3)
         axes = fg.CRANIUM_AXES * (volume * 0.99)
         rel = (path - fg.CRANIUM_CENTRE) / axes
         rel /= np.sqrt((rel * rel).sum(axis=-1, keepdims=True))
-        visible = (rel @ self.r[2]) > 0.1
-        curves = _fx(self.px(fg.CRANIUM_CENTRE + rel * axes))
+        return fg.CRANIUM_CENTRE + rel * axes, (rel @ self.r[2]) > 0.1
+
+    def _draw_locks(self, img: np.ndarray, locks: np.ndarray) -> None:
+        """Alternate lighter and darker locks, drawn where they face the camera."""
+        curves, visible = _fx(locks), self.lock_visible
         thickness = max(1, int(self.s * 0.03))
         for parity, tone in ((0, 0.85), (1, 1.15)):
-            locks = [c[v] for c, v in zip(curves[parity::2], visible[parity::2], strict=True) if v.sum() > 1]
-            cv2.polylines(img, locks, False, _shade(self.a["hair_rgb"], tone), thickness, cv2.LINE_AA, 4)
-
-    def _back_hair(self, img: np.ndarray, hair: str, volume: float) -> None:
-        colour = _shade(self.a["hair_rgb"], 0.8)
-        if hair in ("long", "bob"):
-            bottom = 2.9 if hair == "long" else 1.45
-            width = 1.35 if hair == "long" else 1.2
-            curtain = np.array(
-                [[-width, bottom, -0.4], [width, bottom, -0.4], [-1.15, 0.4, -0.4], [1.15, 0.4, -0.4]]
-            )
-            pts = np.concatenate([self.px(self._cranium_arc(0.3, 0.3, volume)), self.px(curtain)])
-            hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
-            _fill(img, hull, colour)
-        elif hair == "bun":
-            centre = self.px(np.array([[0.0, -1.45, -1.0]]))[0]
-            r = 0.5 * self.s
-            _ellipse(img, centre, (r, r), 0.0, colour)
+            kept = [c[v] for c, v in zip(curves[parity::2], visible[parity::2], strict=True) if v.sum() > 1]
+            cv2.polylines(img, kept, False, _shade(self.a["hair_rgb"], tone), thickness, cv2.LINE_AA, 4)
 
     def _body(self, img: np.ndarray, skin) -> None:
+        """Shoulders and neck, turned and tilted less than the head."""
         body_pose = fg.Pose(
             self.pose.yaw * 0.25, 0.0, self.pose.roll * 0.3, self.pose.scale, self.pose.centre
         )
-        shoulders = self.px(np.array([[0.0, 3.7, -0.4]]), body_pose)[0]
-        clothes = tuple(self.a["clothes_rgb"])
-        _ellipse(img, shoulders, (2.9 * self.s, 1.5 * self.s), body_pose.roll, clothes)
-        top = self.px(np.array([[-0.5, 0.6, -0.35], [0.5, 0.6, -0.35]]))
-        base = self.px(np.array([[0.62, 2.6, -0.35], [-0.62, 2.6, -0.35]]), body_pose)
-        _fill(img, np.concatenate([top, base]), _shade(skin, 0.68))
+        shoulders, *neck_base = self.px(_BODY, body_pose)
+        _ellipse(img, shoulders, (2.9 * self.s, 1.5 * self.s), body_pose.roll, tuple(self.a["clothes_rgb"]))
+        _fill(img, np.concatenate([self.px(_NECK_TOP), neck_base]), _shade(skin, 0.68))
 
-    def _ears(self, img: np.ndarray, skin) -> None:
-        outline, inner = np.split(self.px(_EARS), [28])
+    def _ears(self, img: np.ndarray, skin, ears: np.ndarray) -> None:
+        outline, inner = np.split(ears, [28])
         for side in range(2):
             hull = cv2.convexHull(outline[side * 14 : side * 14 + 14].astype(np.float32)).reshape(-1, 2)
             _fill(img, hull, _shade(skin, 0.9))
-            _fill(self.mask, hull, 255)
+            _fill_mask(self.mask, hull)
             _line(img, inner[side * 6 : side * 6 + 6], _shade(skin, 0.7), self.s * 0.04)
 
     def _beard(self) -> None:
@@ -563,26 +578,19 @@ class _Painter:
             _line(img, outline[12:], _shade(skin, 0.7), self.s * 0.015)
 
     def _nose(self, img: np.ndarray, skin) -> None:
-        lm, s = self.lm, self.s
+        lm, s, up = self.lm, self.s, self.up
         light_model = self.r.T @ np.asarray(self.a["light"])
-        shadow_alar = 31 if light_model[0] > 0 else 35
-        side = -1.0 if shadow_alar == 31 else 1.0
+        side = -1.0 if light_model[0] > 0 else 1.0  # the flank away from the light
+        shadow_alar = 31 if side < 0 else 35
         flank = np.concatenate([lm[27:31], lm[[shadow_alar]], lm[[28]] + self.right * side * 0.16 * s])
         self._shadow_poly(flank, int(50 + 90 * min(1.0, abs(light_model[0]) * 1.5)))
         self._shadow_line(lm[31:36], 90, s * 0.07)
-        for alar, inner in ((31, 32), (35, 34)):
-            centre = lm[alar] * 0.45 + lm[inner] * 0.55 + self.up * 0.02 * s
-            _ellipse(img, centre, (0.06 * s, 0.028 * s), self.angle, _shade(skin, 0.35))
-            out = self.right * (-1.0 if alar == 31 else 1.0)
-            wing = np.stack(
-                [
-                    lm[alar] + self.up * 0.14 * s,
-                    lm[alar] + out * 0.04 * s + self.up * 0.04 * s,
-                    lm[alar] - self.up * 0.01 * s,
-                    lm[inner],
-                ]
-            )
-            _line(img, _catmull_rom(wing, 3, closed=False), _shade(skin, 0.72), s * 0.02)
+        nostril, crease = _shade(skin, 0.35), _shade(skin, 0.72)
+        for alar, inner, out in ((31, 32, -self.right), (35, 34, self.right)):
+            centre = lm[alar] * 0.45 + lm[inner] * 0.55 + up * 0.02 * s
+            _ellipse(img, centre, (0.06 * s, 0.028 * s), self.angle, nostril)
+            wing = lm[alar] + s * np.stack([up * 0.14, out * 0.04 + up * 0.04, -up * 0.01])
+            _line(img, np.concatenate([wing, lm[[inner]]]), crease, s * 0.02)
         _line(img, lm[28:31] - self.right * side * 0.03 * s, _shade(skin, 1.12), s * 0.05)
 
     def _mouth(self, img: np.ndarray) -> None:
@@ -638,12 +646,12 @@ class _Painter:
         full, half = (self.size, self.size), self.dark.shape[::-1]
         sigma = max(0.5, 0.03 * self.s)
         k = 2 * int(2.5 * sigma) + 1
+        ox, oy = (int(v * half[0]) for v in self.a["grain_offset"])
+        grain = _grain(half[0])[oy : oy + half[1], ox : ox + half[0]]
         light = cv2.subtract(255, cv2.multiply(cv2.GaussianBlur(self.dark, (k, k), sigma), 0.55))
-        shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 255.0)
-        factor = cv2.resize(cv2.convertScaleAbs(light, alpha=128.0 / 255.0), full)
-        head = cv2.threshold(self.mask, 127, 255, cv2.THRESH_BINARY)[1]  # anti-aliased edges: mostly head
+        light = cv2.multiply(cv2.convertScaleAbs(light, alpha=128.0 / 255.0), grain, scale=1.0 / 128.0)
+        shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 128.0)
+        factor = cv2.resize(light, full)
+        head = cv2.threshold(self.mask, 100, 255, cv2.THRESH_BINARY)[1]  # anti-aliased edges: mostly head
         cv2.copyTo(cv2.resize(shaded, full), head, factor)
-        ox, oy = (int(v * self.size) for v in self.a["grain_offset"])
-        grain = _grain(self.size)[oy : oy + self.size, ox : ox + self.size]
-        factor = cv2.multiply(factor, grain, scale=1.0 / 128.0)
         return cv2.multiply(img, cv2.merge([factor, factor, factor]), scale=1.0 / 128.0)
