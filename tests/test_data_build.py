@@ -13,7 +13,7 @@ from controlkit.data.build import BuildConfig, build_dataset
 from controlkit.data.pairs import NO_FACE
 from controlkit.data.sources import FolderSource
 from controlkit.errors import UserError
-from data_conditions import square_picture
+from data_conditions import WhiteSquare, square_picture
 
 
 @pytest.fixture
@@ -144,3 +144,30 @@ def test_every_input_skipped_is_one_clear_error(tmp_path):
 def test_a_missing_source_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         build_dataset(BuildConfig(source=str(tmp_path / "nowhere"), out=str(tmp_path / "o"), progress=False))
+
+
+def test_exif_rotated_photo_is_annotated_as_datasets_shows_it(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: shown rotated 90 degrees clockwise
+    square_picture((40, 24), (2, 2, 9, 9)).save(root / "phone.jpg", exif=exif, quality=95)
+    _, ds = build(root, tmp_path)
+    shown = ds[0]["image"]
+    assert shown.size == (24, 40)  # datasets applies the EXIF orientation when it decodes
+    assert ds[0]["annotation"] == WhiteSquare().annotate(shown).tolist()
+
+
+def test_push_to_hub_publishes_the_dataset_and_its_card(photos, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = []
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setattr(
+        datasets.Dataset, "push_to_hub", lambda self, repo, **kw: calls.append(("data", repo))
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.append(("files", kw["repo_id"], kw)))
+    report, _ = build(photos, tmp_path, push_to_hub="me/squares")
+    assert calls[0] == ("data", "me/squares") and calls[1][1] == "me/squares"
+    assert set(calls[1][2]["allow_patterns"]) == {"README.md", "preview.png", "controlkit.json"}
+    assert calls[1][2]["repo_type"] == "dataset" and report.hub_url.endswith("datasets/me/squares")

@@ -8,7 +8,7 @@ import pytest
 from controlkit.data.build import BuildConfig, build_dataset
 from data_conditions import square_picture
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ray = pytest.importorskip("ray")
 
 
