@@ -89,6 +89,7 @@ def _ear_points() -> np.ndarray:
 
 
 _EARS = _ear_points()
+_WING_UP, _WING_OUT = np.array([0.14, 0.04, -0.01]), np.array([0.0, 0.04, 0.0])
 _BUN = np.array([[0.0, -1.45, -1.0]])
 _MUZZLE = np.r_[6:11, 27:36, 48:60]  # chin, nose and lips: they stick out past the cheek on a turned head
 _BODY = np.array([[0.0, 3.7, -0.4], [0.62, 2.6, -0.35], [-0.62, 2.6, -0.35]])  # shoulders, neck base
@@ -277,6 +278,17 @@ def _grain(size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
+def _arc_steps(n: int) -> np.ndarray:
+    """Fractions of the way along one side of the skull's silhouette, for an n-point-a-side arc."""
+    return np.linspace(0.0, 1.0, n)
+
+
+@lru_cache(maxsize=8)
+def _arc_sides(n: int) -> np.ndarray:
+    return np.repeat([1.0, -1.0], n)
+
+
+@lru_cache(maxsize=8)
 def _catmull_basis(per_segment: int) -> np.ndarray:
     """(per_segment, 4) weights of the four control points of a Catmull-Rom segment."""
     t = np.linspace(0, 1, per_segment, endpoint=False)[:, None]
@@ -370,13 +382,6 @@ class _Painter:
         return fg.project(fg.transform(model_points, fg.rotation(pose.yaw, pose.pitch, pose.roll)), pose)
 
     # -- 3D outlines -------------------------------------------------------------------------------------
-    def _cranium_side(self, ys: np.ndarray, side: float, inflate: float) -> np.ndarray:
-        a, c = fg.cranium_section(ys, inflate)
-        xz = fg.silhouette(
-            a, c, np.full_like(ys, fg.CRANIUM_CENTRE[2]), np.full_like(ys, side), self.pose.yaw
-        )
-        return np.stack([xz[:, 0], ys, xz[:, 1]], axis=1)
-
     def _cranium_arc(
         self, y_left: float, y_right: float, inflate: float, n: int = 9, curly: bool = False
     ) -> np.ndarray:
@@ -384,9 +389,11 @@ class _Painter:
 
         With ``inflate`` > 1 it is a head of hair: fuller towards the crown, and bumpy when ``curly``."""
         top = fg.CRANIUM_CENTRE[1] - fg.CRANIUM_AXES[1] * inflate + 1e-3
-        right = self._cranium_side(np.linspace(y_right, top, n), 1.0, inflate)
-        left = self._cranium_side(np.linspace(top, y_left, n), -1.0, inflate)
-        arc = np.concatenate([right, left])
+        step = _arc_steps(n)
+        ys = np.concatenate([y_right + (top - y_right) * step, top + (y_left - top) * step])
+        a, c = fg.cranium_section(ys, inflate)
+        xz = fg.silhouette(a, c, fg.CRANIUM_CENTRE[2], _arc_sides(n), self.pose.yaw)
+        arc = np.stack([xz[:, 0], ys, xz[:, 1]], axis=1)
         if inflate > 1.0:
             rel = arc - fg.CRANIUM_CENTRE
             height = np.clip(-rel[:, 1] / fg.CRANIUM_AXES[1], 0.0, 1.0)
@@ -578,20 +585,21 @@ class _Painter:
             _line(img, outline[12:], _shade(skin, 0.7), self.s * 0.015)
 
     def _nose(self, img: np.ndarray, skin) -> None:
-        lm, s, up = self.lm, self.s, self.up
-        light_model = self.r.T @ np.asarray(self.a["light"])
-        side = -1.0 if light_model[0] > 0 else 1.0  # the flank away from the light
-        shadow_alar = 31 if side < 0 else 35
-        flank = np.concatenate([lm[27:31], lm[[shadow_alar]], lm[[28]] + self.right * side * 0.16 * s])
-        self._shadow_poly(flank, int(50 + 90 * min(1.0, abs(light_model[0]) * 1.5)))
+        lm, s, up, right = self.lm, self.s, self.up, self.right
+        light_x = float(self.r[:, 0] @ np.asarray(self.a["light"]))  # light along the face's own x axis
+        side = -1.0 if light_x > 0 else 1.0  # the flank away from the light
+        flank = np.concatenate([lm[27:31], lm[[31 if side < 0 else 35]], lm[[28]] + right * side * 0.16 * s])
+        self._shadow_poly(flank, int(50 + 90 * min(1.0, abs(light_x) * 1.5)))
         self._shadow_line(lm[31:36], 90, s * 0.07)
-        nostril, crease = _shade(skin, 0.35), _shade(skin, 0.72)
-        for alar, inner, out in ((31, 32, -self.right), (35, 34, self.right)):
-            centre = lm[alar] * 0.45 + lm[inner] * 0.55 + up * 0.02 * s
-            _ellipse(img, centre, (0.06 * s, 0.028 * s), self.angle, nostril)
-            wing = lm[alar] + s * np.stack([up * 0.14, out * 0.04 + up * 0.04, -up * 0.01])
-            _line(img, np.concatenate([wing, lm[[inner]]]), crease, s * 0.02)
-        _line(img, lm[28:31] - self.right * side * 0.03 * s, _shade(skin, 1.12), s * 0.05)
+        nostrils = lm[[31, 35]] * 0.45 + lm[[32, 34]] * 0.55 + up * 0.02 * s
+        for centre in nostrils:
+            _ellipse(img, centre, (0.06 * s, 0.028 * s), self.angle, _shade(skin, 0.35))
+        # Alar creases: from above each wing, round its outside, into the nostril.
+        out = np.array([-1.0, 1.0])[:, None, None] * right
+        wings = lm[[31, 35], None, :] + s * (_WING_UP[:, None] * up + _WING_OUT[:, None] * out)
+        wings = np.concatenate([wings, lm[[32, 34], None, :]], axis=1)
+        cv2.polylines(img, list(_fx(wings)), False, _shade(skin, 0.72), max(1, int(s * 0.02)), cv2.LINE_AA, 4)
+        _line(img, lm[28:31] - right * side * 0.03 * s, _shade(skin, 1.12), s * 0.05)
 
     def _mouth(self, img: np.ndarray) -> None:
         lm, s = self.lm, self.s
