@@ -87,6 +87,8 @@ class PairMaker:
 
     def warm_up(self) -> None:
         """Load what the condition loads lazily (detector weights), so forked workers share it."""
+        if self.settings.landmarks == "ground-truth":
+            return  # the detector is never called
         try:
             self.condition.annotate(Image.new("RGB", (64, 64)))
         except Exception:  # a condition that cannot annotate a blank picture fails later, per input
