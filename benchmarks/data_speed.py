@@ -10,7 +10,7 @@ Photos: the faces scikit-image (astronaut) and matplotlib (grace_hopper) ship, a
    speed-up, and the CPU seconds of the main and worker processes, from which the speed-up on two free
    cores is estimated (wall-clock speed-up is only meaningful when no other job shares the cores).
 
-    .venv/bin/python benchmarks/data_speed.py --n 64 --json data_speed.json
+    .venv/bin/python benchmarks/data_speed.py --n 200 --json data_speed.json
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def whole_build(folder: Path, workers: int, upsample: str, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="number of 512 px photos")
+    parser.add_argument("--n", type=int, default=200, help="number of 512 px photos")
     parser.add_argument(
         "--upsample", nargs="+", default=["default", "0", "1"], help="dlib upsample settings to time"
     )

@@ -164,3 +164,8 @@ def work(item: InputItem) -> PairResult:
     """Pool task: the per-image function with this worker's condition."""
     assert _worker_maker is not None, "init_worker was not called in this process"
     return _worker_maker(item)
+
+
+def work_chunk(items: list[InputItem]) -> list[PairResult]:
+    """Pool task: the per-image function over a few inputs."""
+    return [work(item) for item in items]
