@@ -165,7 +165,8 @@ def describe(attributes: dict) -> str:
         text += ", looking " + ("up" if pitch > 0 else "down")
     else:
         text += ", facing the camera"
-    return text + f", on a {attributes['background']} background"
+    background = attributes["background"]
+    return text + f", on {'an' if background[0] in 'aeiou' else 'a'} {background} background"
 
 
 def caption_words() -> list[str]:
