@@ -138,10 +138,10 @@ def main() -> None:
         best = {w: min(b["wall_s"] for b in builds if b["workers"] == w) for w in (1, 2)}
         figures["builds"] = builds
         figures["speedup_1_to_2_workers"] = round(best[1] / best[2], 2)
-        # on 2 free cores: the 1-worker CPU time over the busier of the 2-worker run's two cores (the
-        # workers' share, or the main process); the least CPU of the repeats, as contention inflates it
+        # on 2 free cores: the 1-worker CPU time over the 2-worker run's CPU time (workers and main
+        # process) spread over two cores; the least of the repeats, as contention inflates CPU time
         cpu_one = min(b["cpu_main_s"] for b in builds if b["workers"] == 1)
-        cpu_two = min(max(b["cpu_workers_s"] / 2, b["cpu_main_s"]) for b in builds if b["workers"] == 2)
+        cpu_two = min((b["cpu_workers_s"] + b["cpu_main_s"]) / 2 for b in builds if b["workers"] == 2)
         figures["cpu_bound_speedup_estimate"] = round(cpu_one / cpu_two, 2)
         figures["load_average_after"] = os.getloadavg()[0]
     for row in figures["per_image"]:
