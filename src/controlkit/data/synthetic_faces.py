@@ -373,6 +373,9 @@ class _Painter:
             if not shift.any():
                 break
             self.pose.centre = (self.pose.centre[0] + shift[0], self.pose.centre[1] + shift[1])
+        else:
+            lm = self.px(self.model)
+        self.lm = lm
         self.a["scale"] = float(self.pose.scale / self.size)
         self.a["centre"] = [float(c / self.size) for c in self.pose.centre]
 
@@ -442,7 +445,7 @@ class _Painter:
         img = self._background()
         self.mask = np.zeros((size, size), np.uint8)  # where the head is: lambert shading applies
         self.dark = np.zeros((size // 2, size // 2), np.uint8)  # soft shadows at half size, blurred
-        lm = self.lm = self.px(self.model)
+        lm = self.lm
         skin, hair = tuple(a["skin_rgb"]), a["hair"]
         volume = _HAIR_VOLUME.get(hair, 1.0)
         out = self._outlines(hair, volume)
@@ -521,11 +524,11 @@ class _Painter:
 
     def _ears(self, img: np.ndarray, skin, ears: np.ndarray) -> None:
         outline, inner = np.split(ears, [28])
-        for side in range(2):
-            hull = cv2.convexHull(outline[side * 14 : side * 14 + 14].astype(np.float32)).reshape(-1, 2)
-            _fill(img, hull, _shade(skin, 0.9))
-            _fill_mask(self.mask, hull)
-            _line(img, inner[side * 6 : side * 6 + 6], _shade(skin, 0.7), self.s * 0.04)
+        hulls = [_fx(cv2.convexHull(outline[k : k + 14].astype(np.float32))) for k in (0, 14)]
+        cv2.fillPoly(img, hulls, _shade(skin, 0.9), cv2.LINE_AA, 4)
+        cv2.fillPoly(self.mask, hulls, 255, cv2.LINE_AA, 4)
+        folds = [_fx(inner[:6]), _fx(inner[6:])]
+        cv2.polylines(img, folds, False, _shade(skin, 0.7), max(1, int(self.s * 0.04)), cv2.LINE_AA, 4)
 
     def _beard(self) -> None:
         lm = self.lm
@@ -537,12 +540,16 @@ class _Painter:
         colour = tuple(
             int(v * 0.55 + d * 0.45) for v, d in zip(self.a["hair_rgb"], (40, 30, 24), strict=True)
         )
-        thick = 0.085 if self.a["gender"] == "man" else 0.065
-        for sl, taper in ((fg.BROW_L, _BROW_TAPER), (fg.BROW_R, _BROW_TAPER[::-1])):
+        half = (0.5 * (0.085 if self.a["gender"] == "man" else 0.065) * self.s) * _BROW_TAPER
+        shapes = []
+        for sl, taper in ((fg.BROW_L, half), (fg.BROW_R, half[::-1])):
             curve = _catmull_rom(self.lm[sl], 3, closed=False)
-            half = (0.5 * thick * self.s) * taper
-            shape = np.concatenate([curve + self.up * (half * 0.8), (curve - self.up * (half * 1.2))[::-1]])
-            _fill(img, shape, colour)
+            shapes.append(
+                _fx(
+                    np.concatenate([curve + self.up * (taper * 0.8), (curve - self.up * (taper * 1.2))[::-1]])
+                )
+            )
+        cv2.fillPoly(img, shapes, colour, cv2.LINE_AA, 4)
 
     def _clipped(self, img: np.ndarray, outline: np.ndarray, paint) -> None:
         """Run ``paint(canvas, origin)`` on a copy of the pixels around ``outline`` and keep what falls inside
@@ -562,6 +569,7 @@ class _Painter:
     def _eyes(self, img: np.ndarray, skin) -> None:
         lash, iris_rgb = (38, 26, 22), tuple(self.a["eye_rgb"])
         foreshorten = abs(math.cos(math.radians(self.pose.yaw)))
+        outlines = []
         for sl in (fg.EYE_L, fg.EYE_R):
             pts = self.lm[sl]
             centre = pts.mean(axis=0)
@@ -580,10 +588,14 @@ class _Painter:
                 _ellipse(canvas, glint, (0.15 * r, 0.15 * r), 0.0, (250, 250, 250))
 
             self._clipped(img, outline, eyeball)
-            upper = outline[:13]
-            _line(img, upper, lash, self.s * 0.045)
-            _line(img, upper + self.up * 0.07 * self.s, _shade(skin, 0.75), self.s * 0.02)
-            _line(img, outline[12:], _shade(skin, 0.7), self.s * 0.015)
+            outlines.append(outline)
+        # Lids: the lash line, the crease above it, the lower lid.
+        s = self.s
+        uppers, lowers = [_fx(o[:13]) for o in outlines], [_fx(o[12:]) for o in outlines]
+        creases = [_fx(o[:13] + self.up * 0.07 * s) for o in outlines]
+        cv2.polylines(img, uppers, False, lash, max(1, int(s * 0.045)), cv2.LINE_AA, 4)
+        cv2.polylines(img, creases, False, _shade(skin, 0.75), max(1, int(s * 0.02)), cv2.LINE_AA, 4)
+        cv2.polylines(img, lowers, False, _shade(skin, 0.7), max(1, int(s * 0.015)), cv2.LINE_AA, 4)
 
     def _nose(self, img: np.ndarray, skin) -> None:
         lm, s, up, right = self.lm, self.s, self.up, self.right
