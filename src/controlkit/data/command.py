@@ -65,7 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--caption-suffix", default="", help="text put after every caption")
     build.add_argument("--image-column", default="image", help="the image column of a dataset source")
     build.add_argument("--split", default="train", help="the split of a dataset source (default: train)")
-    build.add_argument("--num-workers", type=int, default=1, help="processes that annotate in parallel")
+    build.add_argument(
+        "--num-workers",
+        type=int,
+        default=1,
+        help="processes that annotate in parallel (Ray actors with --engine ray); 1 works in this process",
+    )
     build.add_argument(
         "--resume", action="store_true", help="continue an interrupted build (its OUT.partial folder)"
     )
