@@ -669,8 +669,11 @@ class _Painter:
         k = 2 * int(2.5 * sigma) + 1
         ox, oy = (int(v * half[0]) for v in self.a["grain_offset"])
         grain = _grain(half[0])[oy : oy + half[1], ox : ox + half[0]]
-        light = cv2.subtract(255, cv2.multiply(cv2.GaussianBlur(self.dark, (k, k), sigma), 0.55))
-        light = cv2.multiply(cv2.convertScaleAbs(light, alpha=128.0 / 255.0), grain, scale=1.0 / 128.0)
+        # 128 * (1 - 0.55 * shadow / 255), which is never negative, so the absolute value changes nothing.
+        light = cv2.convertScaleAbs(
+            cv2.GaussianBlur(self.dark, (k, k), sigma), alpha=-0.55 * 128 / 255, beta=128
+        )
+        light = cv2.multiply(light, grain, scale=1.0 / 128.0)
         shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 128.0)
         factor = cv2.resize(light, full)
         head = cv2.threshold(self.mask, 100, 255, cv2.THRESH_BINARY)[1]  # anti-aliased edges: mostly head
