@@ -218,3 +218,18 @@ def test_pipeline_uses_unipc_and_picks_precision_by_device(small_controlnet_dir,
     assert pick_dtype("cuda:0") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert pick_dtype("cuda") == torch.float16
+
+
+@pytest.mark.parametrize("size", [(512, 512), (384, 256)])
+def test_scores_compare_outputs_in_the_annotation_frame(photos, size):
+    """An output that is the photo itself scores near-perfect, whatever the output size and shape."""
+    from controlkit.conditions import get
+    from controlkit.infer.generate import annotate_photo, fit, score_images
+
+    condition = get("face-landmarks")
+    astronaut = Image.open(photos / "astronaut.png").convert("RGB")
+    annotation, conditioning = annotate_photo(astronaut, condition, size)
+    assert conditioning.size == size
+    (scores,) = score_images([fit(astronaut, size)], annotation, condition)
+    assert scores["detection_rate"] == 1.0
+    assert scores["landmark_nme"] < 0.08
