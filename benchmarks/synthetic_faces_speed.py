@@ -1,6 +1,7 @@
 """How fast the synthetic faces draw on ONE core, and how often dlib's HOG detector finds them.
 
     python benchmarks/synthetic_faces_speed.py [--n 500] [--size 256] [--detect 200] [--out FILE.json]
+                                               [--sheet FILE.png]
 
 The target is at least 200 images/s at 256 px on one core. The process pins itself to one CPU and keeps
 OpenCV and the BLAS libraries single-threaded, so the figure is per core. The detection rate (dlib's
@@ -72,6 +73,16 @@ def measure_detection(n: int, size: int, seed: int) -> dict:
     }
 
 
+def contact_sheet(path: Path, seed: int, size: int, columns: int = 6, rows: int = 4) -> None:
+    """The first faces of the stream, side by side, to look at."""
+    from PIL import Image
+
+    sheet = Image.new("RGB", (columns * size, rows * size))
+    for i, face in enumerate(synthetic_faces(columns * rows, seed=seed, size=size)):
+        sheet.paste(face.image, ((i % columns) * size, (i // columns) * size))
+    sheet.save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,6 +92,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--detect", type=int, default=200, help="faces to run dlib on (0: skip)")
     parser.add_argument("--out", type=Path, default=Path("synthetic_faces_speed.json"), help="JSON results")
+    parser.add_argument("--sheet", type=Path, help="also write a contact sheet of 24 faces (PNG)")
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
@@ -89,6 +101,7 @@ def main() -> None:
     result = {
         "machine": platform.processor() or platform.machine(),
         "cores_used": 1,
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine slows the wall-clock figure
         "opencv": cv2.__version__,
         "speed": measure_speed(args.n, args.size, args.seed),
     }
@@ -106,6 +119,9 @@ def main() -> None:
             print(f"  face-landmarks condition: NME median {d['condition_landmark_nme_median']:.4f}")
         except ImportError:
             print("dlib is not installed (pip install 'controlkit[faces]'); detection rate skipped")
+    if args.sheet:
+        contact_sheet(args.sheet, args.seed, min(args.size, 192))
+        print(f"wrote {args.sheet}")
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 
