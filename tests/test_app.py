@@ -85,3 +85,37 @@ def test_app_command_with_a_missing_controlnet_is_one_line(tmp_path, capsys):
     assert main(["app", "--controlnet", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "ControlNet not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_app_command_binds_to_localhost_without_share_by_default(small_controlnet_dir, monkeypatch, tmp_path):
+    from controlkit.cli import main
+    from controlkit.infer import app
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(app, "launch_app", lambda demo, **kw: calls.append((demo, kw)))
+    assert main(["app", "--controlnet", str(small_controlnet_dir)]) == 0
+    assert (
+        main(
+            [
+                "app",
+                "--controlnet",
+                str(small_controlnet_dir),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "9000",
+                "--share",
+            ]
+        )
+        == 0
+    )
+    assert isinstance(calls[0][0], gr.Blocks)
+    assert [kw for _, kw in calls] == [
+        {"host": "127.0.0.1", "port": 7860, "share": False},
+        {"host": "0.0.0.0", "port": 9000, "share": True},
+    ]
+    assert sorted(p.name for p in (tmp_path / "controlkit" / "examples").iterdir()) == [
+        "astronaut.jpg",
+        "grace_hopper.jpg",
+    ]

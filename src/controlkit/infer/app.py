@@ -9,7 +9,6 @@ to localhost unless asked otherwise.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,25 +26,32 @@ MAX_PIXELS = 24_000_000
 """Uploads above this many pixels (about 6000 x 4000) are refused before any work is done."""
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "controlkit" / "examples"
+
+
 def example_photos(folder: str | Path | None = None) -> list[Path]:
-    """The face photos scikit-image and matplotlib ship, copied into ``folder`` (missing ones left out)."""
-    folder = Path(folder or tempfile.mkdtemp(prefix="controlkit-app-examples-"))
+    """The face photos scikit-image and matplotlib ship, copied once into ``folder`` (default: the user's
+    cache); a library that is not installed leaves its photo out."""
+    folder = Path(folder) if folder is not None else _cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     photos = []
+    path = folder / "astronaut.jpg"
     try:
-        from skimage import data
+        if not path.is_file():
+            from skimage import data
 
-        path = folder / "astronaut.jpg"
-        Image.fromarray(data.astronaut()).save(path, quality=92)
+            Image.fromarray(data.astronaut()).save(path, quality=92)
         photos.append(path)
     except ImportError:
         pass
+    path = folder / "grace_hopper.jpg"
     try:
-        from matplotlib import cbook
+        if not path.is_file():
+            from matplotlib import cbook
 
-        path = folder / "grace_hopper.jpg"
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            path.write_bytes(f.read())
+            with cbook.get_sample_data("grace_hopper.jpg") as f:
+                path.write_bytes(f.read())
         photos.append(path)
     except (ImportError, OSError):
         pass

@@ -41,6 +41,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {args.controlnet} ...")
     load_pipeline(args.controlnet, base=args.base, device=args.device)
     demo = build_app(args.controlnet, args.base, condition=args.condition, device=args.device)
-    print(f"serving on http://{args.host}:{args.port} (Ctrl-C to stop)")
     launch_app(demo, host=args.host, port=args.port, share=args.share)
     return 0
