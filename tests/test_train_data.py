@@ -119,6 +119,19 @@ def test_pickle_only_models_are_refused(tmp_path, small_model_dir):
     assert load_base_components(str(small_model_dir)).unet.config.cross_attention_dim == 32
 
 
+def test_pickle_weights_load_only_when_allowed(tmp_path, small_model_dir):
+    from diffusers import StableDiffusionPipeline
+
+    from controlkit.models.loading import load_base_components
+
+    StableDiffusionPipeline.from_pretrained(small_model_dir).save_pretrained(
+        tmp_path, safe_serialization=False
+    )
+    with pytest.raises(UserError, match="only pickle weights.*unet/diffusion_pytorch_model.bin"):
+        load_base_components(str(tmp_path))
+    assert load_base_components(str(tmp_path), allow_pickle=True).vae.config.latent_channels == 4
+
+
 def test_imagefolder_metadata_must_name_both_files(tmp_path):
     folder = tmp_path / "f"
     folder.mkdir()

@@ -21,10 +21,10 @@ class BaseComponents:
     noise_scheduler: Any
 
 
-def _pickle_files(path: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(path)) for ext in ("*.bin", "*.ckpt", "*.pt", "*.pth") for p in path.rglob(ext)
-    )
+def _pickle_only(path: Path) -> list[str]:
+    """Pickle weight files in folders that hold no safetensors beside them."""
+    found = (p for ext in ("*.bin", "*.ckpt", "*.pt", "*.pth") for p in path.rglob(ext))
+    return sorted(str(p.relative_to(path)) for p in found if not list(p.parent.glob("*.safetensors")))
 
 
 def _check_source(name: str, allow_pickle: bool) -> None:
@@ -32,13 +32,19 @@ def _check_source(name: str, allow_pickle: bool) -> None:
     if local.exists():
         if not local.is_dir():
             raise UserError(f"{name} is a file; give a model folder in the diffusers layout or a Hub id")
-        if not allow_pickle and not list(local.rglob("*.safetensors")) and _pickle_files(local):
+        pickled = [] if allow_pickle else _pickle_only(local)
+        if pickled:
             raise UserError(
-                f"{name} has only pickle weights ({', '.join(_pickle_files(local)[:3])}); "
+                f"{name} has only pickle weights for some parts ({', '.join(pickled[:3])}); "
                 "convert them to safetensors or pass --allow_pickle if you trust them"
             )
     elif name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model folder not found: {name}")
+
+
+def _use_safetensors(allow_pickle: bool) -> bool | None:
+    # True: safetensors or fail. None: prefer safetensors, fall back to pickle (only when the user allows it).
+    return None if allow_pickle else True
 
 
 def _load_error(what: str, name: str, exc: Exception) -> UserError:
@@ -60,7 +66,7 @@ def load_base_components(
 
     _check_source(name, allow_pickle)
     common = {"revision": revision, "cache_dir": cache_dir}
-    weights = {**common, "variant": variant, "use_safetensors": not allow_pickle}
+    weights = {**common, "variant": variant, "use_safetensors": _use_safetensors(allow_pickle)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             tokenizer_name or name,
@@ -93,7 +99,11 @@ def load_controlnet(
     _check_source(name, allow_pickle)
     try:
         return ControlNetModel.from_pretrained(
-            name, revision=revision, variant=variant, cache_dir=cache_dir, use_safetensors=not allow_pickle
+            name,
+            revision=revision,
+            variant=variant,
+            cache_dir=cache_dir,
+            use_safetensors=_use_safetensors(allow_pickle),
         )
     except (OSError, ValueError) as exc:
         raise _load_error("ControlNet", name, exc) from exc

@@ -117,8 +117,8 @@ def load_condition(metadata: dict):
 
     try:
         return conditions.get(name, **metadata.get("condition_options", {}))
-    except UserError as exc:
-        print(f"validation will not score adherence: {exc}", file=sys.stderr)
+    except (UserError, ImportError) as exc:
+        print(f"validation will not score adherence ({name}): {exc}", file=sys.stderr)
         return None
 
 
