@@ -9,7 +9,7 @@ the far-side points follow the visible cheek outline instead of disappearing beh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,9 +77,7 @@ PIVOT = np.array([0.0, 0.5, -0.3])
 """Centre of head rotation (about the middle of the head)."""
 
 # Index groups in iBUG-68 order.
-JAW = slice(0, 17)
 BROW_L, BROW_R = slice(17, 22), slice(22, 27)
-NOSE_BRIDGE, NOSE_BASE = slice(27, 31), slice(31, 36)
 EYE_L, EYE_R = slice(36, 42), slice(42, 48)
 LIPS_OUTER, LIPS_INNER = slice(48, 60), slice(60, 68)
 
@@ -119,7 +117,6 @@ class Pose:
     scale: float = 50.0
     centre: tuple[float, float] = (128.0, 128.0)
     focal: float = 8.0  # camera distance in model units; perspective is mild
-    extra: dict = field(default_factory=dict)
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -133,7 +130,9 @@ def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def silhouette(a: np.ndarray, c: np.ndarray, z0: np.ndarray, side: np.ndarray, yaw: float) -> np.ndarray:
+def silhouette(
+    a: np.ndarray, c: np.ndarray, z0: np.ndarray | float, side: np.ndarray, yaw: float
+) -> np.ndarray:
     """(x, z) of the points of horizontal ellipses (half-width a, half-depth c, centre z0) that stick out
     furthest to ``side`` (-1 left, +1 right) once the head is turned by ``yaw`` degrees."""
     t = np.radians(yaw)

@@ -110,7 +110,7 @@ class SyntheticFace:
 
 
 def face_seed(seed: int, index: int) -> int:
-    """The seed of face ``index`` in the stream started by ``seed`` (independent streams, no overlap)."""
+    """The seed of face ``index`` in the stream started by ``seed``: a hash of both, so streams differ."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
@@ -286,6 +286,7 @@ def _arc_steps(n: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _arc_sides(n: int) -> np.ndarray:
+    """Which side each point of an n-point-a-side skull arc is on: right (+1) going up, then left (-1)."""
     return np.repeat([1.0, -1.0], n)
 
 
@@ -326,7 +327,7 @@ def _fill(img: np.ndarray, xy: np.ndarray, colour) -> None:
     cv2.fillPoly(img, [_fx(xy)], colour, cv2.LINE_AA, 4)
 
 
-def _line(img: np.ndarray, xy: np.ndarray, colour, thickness: int, closed: bool = False) -> None:
+def _line(img: np.ndarray, xy: np.ndarray, colour, thickness: float, closed: bool = False) -> None:
     cv2.polylines(img, [_fx(xy)], closed, colour, max(1, int(thickness)), cv2.LINE_AA, 4)
 
 
@@ -441,6 +442,7 @@ class _Painter:
         return dict(zip(names, np.split(projected, ends), strict=True))
 
     def paint(self) -> tuple[np.ndarray, np.ndarray]:
+        """The RGB picture (uint8) and the landmarks (68, 2) it was drawn from."""
         a, size = self.a, self.size
         img = self._background()
         self.mask = np.zeros((size, size), np.uint8)  # where the head is: lambert shading applies
