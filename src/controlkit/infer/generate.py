@@ -33,7 +33,12 @@ _IMAGE_RE = re.compile(r"image-\d+\.png")
 
 @dataclass
 class GenerationResult:
-    """What one generation made; ``scores``: one dict per image, empty when there is nothing to score by."""
+    """What one generation made.
+
+    ``scores``: one dict per image, empty when there is nothing to score by (a ready conditioning image);
+    ``photo``: the photo cropped and resized to the output size; ``annotation``: the photo's, in the frame
+    of ``work_size(output size)``; ``seeds``: image ``i`` used ``seeds[i]``; ``out``: where files went.
+    """
 
     images: list[Image.Image]
     conditioning_image: Image.Image
