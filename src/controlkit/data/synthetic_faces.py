@@ -338,7 +338,8 @@ def _ellipse(img: np.ndarray, centre, axes, angle: float, colour, thickness: int
 
 
 def _shade(colour, factor: float) -> tuple[int, int, int]:
-    return tuple(int(min(255, v * factor)) for v in colour)
+    r, g, b = colour
+    return int(min(255, r * factor)), int(min(255, g * factor)), int(min(255, b * factor))
 
 
 class _Painter:
