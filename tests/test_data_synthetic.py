@@ -91,3 +91,16 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys):
     assert "ground-truth needs --source synthetic-faces" in err and len(err.splitlines()) == 1
     assert main(["data", "build", "--source", "synthetic-faces", "--out", str(tmp_path / "o")]) == 2
     assert "--limit" in capsys.readouterr().err
+
+
+def test_renamed_columns_train_without_column_flags(small_model_dir, tmp_path):
+    from train_helpers import run_training, train_args
+
+    data = tmp_path / "walkthrough-names"
+    argv = ["data", "build", "--source", "synthetic-faces", "--landmarks", "ground-truth", "--limit", "2"]
+    argv += ["--resolution", "64", "--out", str(data), "--no-progress"]
+    argv += ["--rename-columns", "conditioning_image=spiga_seg,text=image_caption"]
+    assert main(argv) == 0
+    assert set(datasets.load_from_disk(str(data)).column_names) >= {"spiga_seg", "image_caption"}
+    records = run_training(train_args(small_model_dir, data, tmp_path / "controlnet", "--max_train_steps=1"))
+    assert [r["step"] for r in records] == [1]
