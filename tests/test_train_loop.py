@@ -252,6 +252,8 @@ def test_memory_flags(small_model_dir, dataset, tmp_path, monkeypatch, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="needs a CUDA GPU"):
             run_training(train_args(small_model_dir, dataset, tmp_path / "adam8", "--use_8bit_adam"))
+        with pytest.raises(UserError, match="fp16 needs a GPU"):
+            run_training(train_args(small_model_dir, dataset, tmp_path / "fp16", "--vram=24"))
 
 
 def test_starts_from_an_existing_controlnet(small_model_dir, dataset, tmp_path):

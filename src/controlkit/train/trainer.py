@@ -85,7 +85,7 @@ def make_accelerator(config: TrainConfig, output_dir: Path):
 
         require("wandb", "wandb")
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
             log_with=None if config.report_to == "none" else config.report_to,
@@ -95,6 +95,11 @@ def make_accelerator(config: TrainConfig, output_dir: Path):
         )
     except ValueError as exc:
         raise UserError(f"cannot set up training: {str(exc).splitlines()[0]}") from exc
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16":
+        raise UserError(
+            "--mixed_precision fp16 needs a GPU (the --vram presets set it); on a CPU use bf16 or no"
+        )
+    return accelerator
 
 
 def shared_seed(accelerator, seed: int | None) -> int:
