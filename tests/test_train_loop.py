@@ -58,13 +58,21 @@ def _weights(folder):
     return load_file(folder / "diffusion_pytorch_model.safetensors")
 
 
-def test_resume_continues_mid_epoch_exactly_like_an_uninterrupted_run(
-    small_model_dir, dataset, tmp_path, monkeypatch
+@pytest.mark.parametrize(
+    ("flags", "cut_at"),
+    [
+        (["--checkpointing_steps=3"], 4),  # checkpoint mid-epoch (6 of 8 samples)
+        # 7 samples in batches of 2 x 2 accumulation: a short last batch, checkpoint at an epoch's end
+        (["--checkpointing_steps=2", "--gradient_accumulation_steps=2", "--max_train_samples=7"], 3),
+    ],
+)
+def test_resume_continues_exactly_like_an_uninterrupted_run(
+    small_model_dir, dataset, tmp_path, monkeypatch, flags, cut_at
 ):
-    extra = ["--max_train_steps=6", "--checkpointing_steps=3", "--proportion_empty_prompts=0.5"]
+    extra = ["--max_train_steps=6", "--proportion_empty_prompts=0.5", *flags]
     whole = run_training(train_args(small_model_dir, dataset, tmp_path / "whole", *extra))
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, 4)
+        _interrupt_at(patch, cut_at)
         with pytest.raises(KeyboardInterrupt):
             run_training(train_args(small_model_dir, dataset, tmp_path / "cut", *extra))
     assert not (tmp_path / "cut" / "diffusion_pytorch_model.safetensors").exists()
