@@ -69,7 +69,8 @@ _HAIR_PHRASES = {
     "fringe": "{c} hair with a fringe",
 }
 _HAIR_VOLUME = {"short": 1.06, "long": 1.12, "bob": 1.13, "bun": 1.05, "curly": 1.28, "fringe": 1.1}
-_BROW_TAPER = np.linspace(0.45, 1.0, 13)[:, None]  # brow thickness, outer end to inner end
+# Brow thickness along the left and the right brow (13 curve points each): thickest at the inner end.
+_BROW_TAPERS = np.stack([np.linspace(0.45, 1.0, 13), np.linspace(1.0, 0.45, 13)])[..., None]
 
 
 def _ear_points() -> np.ndarray:
@@ -308,10 +309,10 @@ def _catmull_windows(count: int, closed: bool) -> np.ndarray:
 
 
 def _catmull_rom(points: np.ndarray, per_segment: int, closed: bool) -> np.ndarray:
-    """A smooth curve through ``points`` (k, 2)."""
-    windows = points[_catmull_windows(len(points), closed)]  # (segments, 4, 2)
-    curve = (_catmull_basis(per_segment) @ windows).reshape(-1, 2)
-    return curve if closed else np.concatenate([curve, points[-1:]])
+    """Smooth curves through ``points`` (..., k, 2): one per leading index."""
+    windows = points[..., _catmull_windows(points.shape[-2], closed), :]  # (..., segments, 4, 2)
+    curve = (_catmull_basis(per_segment) @ windows).reshape(*points.shape[:-2], -1, 2)
+    return curve if closed else np.concatenate([curve, points[..., -1:, :]], axis=-2)
 
 
 def _fx(xy: np.ndarray) -> np.ndarray:
@@ -543,22 +544,19 @@ class _Painter:
         colour = tuple(
             int(v * 0.55 + d * 0.45) for v, d in zip(self.a["hair_rgb"], (40, 30, 24), strict=True)
         )
-        half = (0.5 * (0.085 if self.a["gender"] == "man" else 0.065) * self.s) * _BROW_TAPER
-        shapes = []
-        for sl, taper in ((fg.BROW_L, half), (fg.BROW_R, half[::-1])):
-            curve = _catmull_rom(self.lm[sl], 3, closed=False)
-            shapes.append(
-                _fx(
-                    np.concatenate([curve + self.up * (taper * 0.8), (curve - self.up * (taper * 1.2))[::-1]])
-                )
-            )
-        cv2.fillPoly(img, shapes, colour, cv2.LINE_AA, 4)
+        half = (0.5 * (0.085 if self.a["gender"] == "man" else 0.065) * self.s) * _BROW_TAPERS
+        curves = _catmull_rom(self.lm[17:27].reshape(2, 5, 2), 3, closed=False)
+        shapes = np.concatenate(
+            [curves + self.up * (half * 0.8), (curves - self.up * (half * 1.2))[:, ::-1]], 1
+        )
+        cv2.fillPoly(img, list(_fx(shapes)), colour, cv2.LINE_AA, 4)
 
-    def _clipped(self, img: np.ndarray, outline: np.ndarray, paint) -> None:
-        """Run ``paint(canvas, origin)`` on a copy of the pixels around ``outline`` and keep what falls inside
-        it (eyeballs inside the lids, teeth inside the lips). Its edge gets covered by a lid or lip line."""
-        x0, y0 = np.maximum(outline.min(axis=0).astype(int) - 1, 0)
-        x1, y1 = np.minimum(outline.max(axis=0).astype(int) + 2, self.size)
+    def _clipped(self, img: np.ndarray, outlines: list[np.ndarray], paint) -> None:
+        """Run ``paint(canvas, origin)`` on a copy of the pixels around ``outlines``; keep what falls inside
+        them (eyeballs inside the lids, teeth inside the lips). Lid or lip lines then cover their edges."""
+        everything = np.concatenate(outlines)
+        x0, y0 = np.maximum(everything.min(axis=0).astype(int) - 1, 0)
+        x1, y1 = np.minimum(everything.max(axis=0).astype(int) + 2, self.size)
         if x1 <= x0 or y1 <= y0:
             return
         roi = img[y0:y1, x0:x1]
@@ -566,38 +564,38 @@ class _Painter:
         origin = np.array([x0, y0], dtype=np.float64)
         paint(canvas, origin)
         inside = np.zeros(roi.shape[:2], np.uint8)
-        cv2.fillPoly(inside, [_fx(outline - origin)], 1, cv2.LINE_8, 4)
+        cv2.fillPoly(inside, [_fx(outline - origin) for outline in outlines], 1, cv2.LINE_8, 4)
         np.copyto(roi, canvas, where=inside[..., None].astype(bool))
 
     def _eyes(self, img: np.ndarray, skin) -> None:
-        lash, iris_rgb = (38, 26, 22), tuple(self.a["eye_rgb"])
+        lash, iris_rgb, s = (38, 26, 22), tuple(self.a["eye_rgb"]), self.s
         foreshorten = abs(math.cos(math.radians(self.pose.yaw)))
-        outlines = []
-        for sl in (fg.EYE_L, fg.EYE_R):
-            pts = self.lm[sl]
-            centre = pts.mean(axis=0)
-            width = math.dist(pts[3], pts[0])
-            self._shadow_ellipse(centre + self.up * 0.1 * self.s, (width * 0.75, width * 0.45), 70)  # socket
-            outline = _catmull_rom(pts, 4, closed=True)
-            r = 0.24 * width / max(foreshorten, 0.5)
+        eyes = self.lm[36:48].reshape(2, 6, 2)
+        centres = eyes.mean(axis=1)
+        widths = np.sqrt(((eyes[:, 3] - eyes[:, 0]) ** 2).sum(axis=1))
+        outlines = _catmull_rom(eyes, 4, closed=True)
+        radii = 0.24 * widths / max(foreshorten, 0.5)
+        for centre, width in zip(centres, widths, strict=True):
+            self._shadow_ellipse(centre + self.up * 0.1 * s, (width * 0.75, width * 0.45), 70)  # socket
 
-            def eyeball(canvas: np.ndarray, origin: np.ndarray, outline=outline, centre=centre, r=r) -> None:
-                c = centre - origin
+        def eyeballs(canvas: np.ndarray, origin: np.ndarray) -> None:
+            for outline, centre, r in zip(outlines, centres - origin, radii, strict=True):
                 _fill(canvas, outline - origin, (226, 220, 212))
-                _ellipse(canvas, c, (r * foreshorten, r), self.angle, iris_rgb)
-                _ellipse(canvas, c, (r * foreshorten, r), self.angle, _shade(iris_rgb, 0.6), 1)
-                _ellipse(canvas, c, (0.45 * r * foreshorten, 0.45 * r), self.angle, (14, 12, 12))
-                glint = c + (self.up - self.right * foreshorten) * 0.45 * r
+                _ellipse(canvas, centre, (r * foreshorten, r), self.angle, iris_rgb)
+                _ellipse(canvas, centre, (r * foreshorten, r), self.angle, _shade(iris_rgb, 0.6), 1)
+                _ellipse(canvas, centre, (0.45 * r * foreshorten, 0.45 * r), self.angle, (14, 12, 12))
+                glint = centre + (self.up - self.right * foreshorten) * 0.45 * r
                 _ellipse(canvas, glint, (0.15 * r, 0.15 * r), 0.0, (250, 250, 250))
 
-            self._clipped(img, outline, eyeball)
-            outlines.append(outline)
+        self._clipped(img, list(outlines), eyeballs)
         # Lids: the lash line, the crease above it, the lower lid.
-        s = self.s
-        uppers, lowers = [_fx(o[:13]) for o in outlines], [_fx(o[12:]) for o in outlines]
-        creases = [_fx(o[:13] + self.up * 0.07 * s) for o in outlines]
-        cv2.polylines(img, uppers, False, lash, max(1, int(s * 0.045)), cv2.LINE_AA, 4)
-        cv2.polylines(img, creases, False, _shade(skin, 0.75), max(1, int(s * 0.02)), cv2.LINE_AA, 4)
+        uppers = outlines[:, :13]
+        creases = uppers + self.up * 0.07 * s
+        cv2.polylines(img, list(_fx(uppers)), False, lash, max(1, int(s * 0.045)), cv2.LINE_AA, 4)
+        cv2.polylines(
+            img, list(_fx(creases)), False, _shade(skin, 0.75), max(1, int(s * 0.02)), cv2.LINE_AA, 4
+        )
+        lowers = list(_fx(outlines[:, 12:]))
         cv2.polylines(img, lowers, False, _shade(skin, 0.7), max(1, int(s * 0.015)), cv2.LINE_AA, 4)
 
     def _nose(self, img: np.ndarray, skin) -> None:
@@ -634,7 +632,7 @@ class _Painter:
                 _fill(canvas, inner - origin, (58, 22, 26))
                 _fill(canvas, teeth - origin, (232, 226, 212))
 
-            self._clipped(img, inner, open_mouth)
+            self._clipped(img, [inner], open_mouth)
             _line(img, inner, _shade(lip, 0.7), 1, closed=True)
         else:
             _line(img, upper_inner, _shade(lip, 0.45), s * 0.03)
