@@ -119,3 +119,17 @@ def test_app_command_binds_to_localhost_without_share_by_default(small_controlne
         "astronaut.jpg",
         "grace_hopper.jpg",
     ]
+
+
+def test_a_busy_port_is_a_user_error(small_controlnet_dir):
+    import socket
+
+    from controlkit.errors import UserError
+    from controlkit.infer.app import launch_app
+
+    demo = build_app(small_controlnet_dir, examples=[])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(UserError, match="try --port"):
+            launch_app(demo, port=busy.getsockname()[1], block=False)

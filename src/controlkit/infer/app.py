@@ -224,14 +224,19 @@ def build_app(
 
 def launch_app(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, block: bool = True):
     """Serve ``demo`` with the upload size limit; returns the local URL (when ``block`` is False)."""
-    _, url, _ = demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=MAX_FILE_SIZE,
-        ssr_mode=False,
-        show_error=False,
-        prevent_thread_lock=not block,
-        quiet=not block,
-    )
+    try:
+        _, url, _ = demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            max_file_size=MAX_FILE_SIZE,
+            ssr_mode=False,
+            show_error=False,
+            prevent_thread_lock=not block,
+            quiet=not block,
+        )
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve on {host}:{port} ({exc.strerror or 'port in use?'}); try --port N"
+        ) from exc
     return url
