@@ -13,9 +13,12 @@ ratio controlkit / reference is reported. The reference imports torchvision; ``-
 PYTHONPATH=DIR`` adds an environment variable to the reference run only.
 
 Both trainers are timed the same way: the child's tqdm step bar is forced to print every step
-(``TQDM_MININTERVAL=0``), each step is time-stamped as it arrives, and images/s is measured from the
-first step after ``--warmup`` to the last, so model loading, data preparation, the first slow steps and
-the final save are left out. Peak memory is read inside the child at exit: ``ru_maxrss`` (CPU RSS) and,
+(``TQDM_MININTERVAL=0``), each step is stamped with the wall clock and the child's CPU time (/proc) as
+it arrives, and images/s and images per CPU-second are measured from the first step after ``--warmup``
+to the last, so model loading, data preparation, the first slow steps and the final save are left out.
+On a shared machine images per CPU-second is the steadier figure; ``--threads 1`` keeps BLAS/OpenMP
+threads from fighting other processes (on a loaded 2-core machine that is several times faster).
+Peak memory is read inside the child at exit: ``ru_maxrss`` (CPU RSS) and,
 when CUDA was used, ``torch.cuda.max_memory_allocated``. With ``--repeats N`` the median is reported.
 """
 
@@ -88,11 +91,20 @@ def write_dataset(folder: Path, rows: int, resolution: int, seed: int = 0) -> Pa
     return folder
 
 
-def _read_steps(stream, log, stamps: dict[int, float], total: int) -> None:
-    """Copy the child's output to ``log`` and time-stamp the first sighting of each step count."""
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _read_steps(child: subprocess.Popen, log, stamps: dict[int, tuple], total: int) -> None:
+    """Copy the child's output to ``log``; stamp the first sighting of each step with wall and CPU time."""
     pending = b""
-    while chunk := os.read(stream.fileno(), 65536):
-        now = time.perf_counter()
+    while chunk := os.read(child.stdout.fileno(), 65536):
+        now = (time.perf_counter(), cpu_seconds(child.pid))
         log.write(chunk)
         pending += chunk
         *segments, pending = re.split(rb"[\r\n]", pending)
@@ -112,11 +124,11 @@ def run_trainer(name: str, kind: str, target: str, args: list[str], opts: argpar
     if name == "reference":
         env.update(item.split("=", 1) for item in opts.reference_env)
     command = [sys.executable, "-c", RUNNER, str(peak_path), kind, target, *args]
-    stamps: dict[int, float] = {}
+    stamps: dict[int, tuple] = {}
     start = time.perf_counter()
     with log_path.open("wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        reader = threading.Thread(target=_read_steps, args=(child.stdout, log, stamps, opts.steps))
+        reader = threading.Thread(target=_read_steps, args=(child, log, stamps, opts.steps))
         reader.start()
         code = child.wait()
         reader.join()
@@ -127,13 +139,19 @@ def run_trainer(name: str, kind: str, target: str, args: list[str], opts: argpar
     return {"stamps": stamps, "wall_s": wall, **json.loads(peak_path.read_text())}
 
 
-def steady_rate(stamps: dict[int, float], warmup: int, batch_size: int) -> float:
-    """Images/s between the first step after the warm-up and the last step seen."""
+def steady_rates(stamps: dict[int, tuple], warmup: int, batch_size: int) -> tuple[float, float | None]:
+    """Images per wall second and per CPU second, from the first step after the warm-up to the last seen.
+
+    Per CPU second is what the trainer costs whatever else the machine runs; per wall second is what a
+    user waits, and moves with the machine's load.
+    """
     counted = sorted(step for step in stamps if step >= warmup)
     if len(counted) < 2:
         sys.exit(f"too few steps after the warm-up of {warmup} steps to time (saw {sorted(stamps)})")
-    first, last = counted[0], counted[-1]
-    return (last - first) * batch_size / (stamps[last] - stamps[first])
+    (first_wall, first_cpu), (last_wall, last_cpu) = stamps[counted[0]], stamps[counted[-1]]
+    images = (counted[-1] - counted[0]) * batch_size
+    per_cpu = images / (last_cpu - first_cpu) if first_cpu is not None and last_cpu > first_cpu else None
+    return images / (last_wall - first_wall), per_cpu
 
 
 def controlkit_logged_rate(output_dir: Path, warmup: int) -> float | None:
@@ -166,8 +184,10 @@ def measure(trainer: tuple, model: str, data: Path, opts: argparse.Namespace, re
     output_dir = opts.workdir / f"{name}-out-{rep}"
     args = [*prefix, *trainer_args(model, data, output_dir, opts)]
     run = run_trainer(name, kind, target, args, opts)
+    per_wall, per_cpu = steady_rates(run["stamps"], opts.warmup, opts.batch_size)
     result = {
-        "images_per_s": steady_rate(run["stamps"], opts.warmup, opts.batch_size),
+        "images_per_s": per_wall,
+        "images_per_cpu_s": per_cpu,
         "wall_s": run["wall_s"],
         "peak_rss_mb": run["rss_mb"],
         "peak_cuda_mb": run.get("cuda_mb"),
@@ -184,38 +204,44 @@ def median_of(runs: list[dict]) -> dict:
         if isinstance(value, float):
             values = [run[key] for run in runs if run.get(key) is not None]
             summary[key] = statistics.median(values) if values else None
-    summary["images_per_s_all"] = [run["images_per_s"] for run in runs]
+    for key in ("images_per_s", "images_per_cpu_s"):
+        summary[f"{key}_all"] = [run[key] for run in runs]
     return summary
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def print_table(results: dict[str, dict], ratio: dict | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="ControlNet training speed (steady state, after warm-up)")
-    for column in ("trainer", "device", "images/s", "peak RSS MB", "peak CUDA MB", "wall s"):
+    table = Table(title="ControlNet training speed (steady state, after warm-up; medians)")
+    columns = ("trainer", "device", "images/s", "images/CPU-s", "peak RSS MB", "peak CUDA MB", "wall s")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("trainer", "device") else "right")
     for name, r in results.items():
-        cuda = f"{r['peak_cuda_mb']:.0f}" if r["peak_cuda_mb"] is not None else "-"
         table.add_row(
             name,
             r["device"],
-            f"{r['images_per_s']:.2f}",
-            f"{r['peak_rss_mb']:.0f}",
-            cuda,
-            f"{r['wall_s']:.1f}",
+            _cell(r["images_per_s"], 2),
+            _cell(r["images_per_cpu_s"], 2),
+            _cell(r["peak_rss_mb"], 0),
+            _cell(r["peak_cuda_mb"], 0),
+            _cell(r["wall_s"], 1),
         )
     if ratio:
-        cuda = f"{ratio['peak_cuda_mb']:.2f}" if ratio.get("peak_cuda_mb") else "-"
         table.add_row(
-            "controlkit / reference",
+            "ratio ck/ref",
             "",
-            f"{ratio['images_per_s']:.2f}",
-            f"{ratio['peak_rss_mb']:.2f}",
-            cuda,
+            _cell(ratio.get("images_per_s"), 2),
+            _cell(ratio.get("images_per_cpu_s"), 2),
+            _cell(ratio.get("peak_rss_mb"), 2),
+            _cell(ratio.get("peak_cuda_mb"), 2),
             "",
         )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,11 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     ratio = None
     if "reference" in results:
         ck, ref = results["controlkit"], results["reference"]
-        ratio = {
-            key: ck[key] / ref[key]
-            for key in ("images_per_s", "peak_rss_mb", "peak_cuda_mb")
-            if ck.get(key) and ref.get(key)
-        }
+        # Speeds: the median of each repeat's ratio (runs alternate, so a pair shares the machine's load).
+        ratio = {}
+        for key in ("images_per_s", "images_per_cpu_s"):
+            pairs = [(c[key], r[key]) for c, r in zip(runs["controlkit"], runs["reference"], strict=True)]
+            if all(c and r for c, r in pairs):
+                ratio[f"{key}_per_repeat"] = [c / r for c, r in pairs]
+                ratio[key] = statistics.median(ratio[f"{key}_per_repeat"])
+        ratio.update(
+            {
+                key: ck[key] / ref[key]
+                for key in ("peak_rss_mb", "peak_cuda_mb")
+                if ck.get(key) and ref.get(key)
+            }
+        )
     print_table(results, ratio)
     report = {
         "model": model,
