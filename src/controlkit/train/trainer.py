@@ -209,29 +209,8 @@ def _tracker_config(config: TrainConfig) -> dict[str, Any]:
     return values
 
 
-def train(config: TrainConfig) -> Path:
-    """Train a ControlNet as the config says; returns output_dir (the ControlNet is saved at its root)."""
-    config.validate()
-    output_dir = prepare_output_dir(config.output_dir)
-    resume_path = (
-        checkpoints.resolve_resume(output_dir, config.resume_from_checkpoint)
-        if config.resume_from_checkpoint
-        else None
-    )
-    accelerator = make_accelerator(config, output_dir)
-    config.seed = shared_seed(accelerator, config.seed)
-    repo_id = None
-    if config.push_to_hub and accelerator.is_main_process:
-        from controlkit.train import hub
-
-        repo_id = hub.check_push_access(config)
-    if config.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-    from accelerate.utils import set_seed
-
-    set_seed(config.seed)
-
-    # Models: frozen base parts in the mixed-precision dtype, the trained ControlNet in fp32.
+def _models(config: TrainConfig, accelerator):
+    """The frozen base parts (mixed-precision dtype, on the device) and the ControlNet to train (fp32)."""
     base = load_base_components(
         config.pretrained_model_name_or_path,
         revision=config.revision,
@@ -260,17 +239,14 @@ def train(config: TrainConfig) -> Path:
     if config.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
     _register_controlnet_hooks(accelerator)
+    return base, controlnet, weight_dtype
 
-    # Data: decodable rows, transformed; latents and text embeddings from the cache when asked.
-    from controlkit.train.cache import CachedPairs, default_cache_root, prepare_cache
 
-    with accelerator.main_process_first():
-        data = load_training_data(config, cache_root=default_cache_root(config))
-    config.image_column = data.image_column
-    config.conditioning_image_column = data.conditioning_image_column
-    config.caption_column = data.caption_column
-    if config.annotation_column == "annotation" and data.metadata.get("annotation_column"):
-        config.annotation_column = data.metadata["annotation_column"]
+def _training_inputs(config: TrainConfig, data, base, accelerator, weight_dtype):
+    """The training dataset, how a batch becomes (latent mean, latent std, prompt embeddings), and the
+    empty-prompt embedding for caption dropout: from the VAE and text encoder, or from the latent cache."""
+    from controlkit.train.cache import CachedPairs, prepare_cache
+
     pairs = PairedImages(data, config.resolution, base.tokenizer, config.seed)
     if config.cache_latents:
         cache = prepare_cache(
@@ -304,6 +280,49 @@ def train(config: TrainConfig) -> Path:
             dist = base.vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist
             return dist.mean, dist.std, base.text_encoder(batch["input_ids"], return_dict=False)[0]
 
+    return train_dataset, encode, empty_prompt_embeds
+
+
+def train(config: TrainConfig) -> Path:
+    """Train a ControlNet as the config says; returns output_dir (the ControlNet is saved at its root)."""
+    config.validate()
+    output_dir = prepare_output_dir(config.output_dir)
+    resume_path = (
+        checkpoints.resolve_resume(output_dir, config.resume_from_checkpoint)
+        if config.resume_from_checkpoint
+        else None
+    )
+    accelerator = make_accelerator(config, output_dir)
+    config.seed = shared_seed(accelerator, config.seed)
+    repo_id = None
+    if config.push_to_hub and accelerator.is_main_process:
+        from controlkit.train import hub
+
+        repo_id = hub.check_push_access(config)
+    if config.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+
+    adam = adam_class(config.use_8bit_adam)  # fails here, before loading anything, without a GPU
+
+    # Data first (its errors come before a long model download): decodable rows, column names resolved.
+    from controlkit.train.cache import default_cache_root
+
+    with accelerator.main_process_first():
+        data = load_training_data(config, cache_root=default_cache_root(config))
+    config.image_column = data.image_column
+    config.conditioning_image_column = data.conditioning_image_column
+    config.caption_column = data.caption_column
+    if config.annotation_column == "annotation" and data.metadata.get("annotation_column"):
+        config.annotation_column = data.metadata["annotation_column"]
+
+    base, controlnet, weight_dtype = _models(config, accelerator)
+    train_dataset, encode, empty_prompt_embeds = _training_inputs(
+        config, data, base, accelerator, weight_dtype
+    )
+
     sampler = EpochSampler(len(train_dataset), config.seed)
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
@@ -319,7 +338,7 @@ def train(config: TrainConfig) -> Path:
         learning_rate *= (
             config.gradient_accumulation_steps * config.train_batch_size * accelerator.num_processes
         )
-    optimizer = adam_class(config.use_8bit_adam)(
+    optimizer = adam(
         controlnet.parameters(),
         lr=learning_rate,
         betas=(config.adam_beta1, config.adam_beta2),
