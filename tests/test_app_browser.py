@@ -112,3 +112,15 @@ def test_upload_photo_see_landmarks_generate_in_chromium(app_url, photos, tmp_pa
         browser.close()
     assert outside == []
     assert (tmp_path / "app.png").stat().st_size > 10_000
+
+
+def test_uploads_over_the_size_limit_are_refused(app_url):
+    import httpx
+
+    from controlkit.infer.app import MAX_FILE_SIZE
+
+    limit = int(MAX_FILE_SIZE.removesuffix("mb")) * 1024 * 1024
+    upload = app_url.rstrip("/") + "/gradio_api/upload"
+    too_big = httpx.post(upload, files={"files": ("big.png", b"\0" * (limit + 1), "image/png")})
+    assert too_big.status_code == 413
+    assert httpx.post(upload, files={"files": ("ok.png", b"\0" * 1000, "image/png")}).status_code == 200
