@@ -233,3 +233,10 @@ def test_scores_compare_outputs_in_the_annotation_frame(photos, size):
     (scores,) = score_images([fit(astronaut, size)], annotation, condition)
     assert scores["detection_rate"] == 1.0
     assert scores["landmark_nme"] < 0.08
+
+
+def test_condition_options_recorded_at_training_are_used_for_that_condition(tmp_path):
+    write_metadata(tmp_path, {"condition": "face-landmarks", "condition_options": {"upsample": 1}})
+    assert resolve_condition(None, tmp_path).detector.upsample == 1
+    assert resolve_condition("face-landmarks", tmp_path).detector.upsample == 1
+    assert resolve_condition("canny", tmp_path).name == "canny"

@@ -82,13 +82,15 @@ def work_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def resolve_condition(condition: str | Condition | None, controlnet: str | Path | None = None) -> Condition:
-    """The condition asked for, else the one the ControlNet was trained with (its controlkit.json)."""
+    """The condition asked for, else the one the ControlNet was trained with (its controlkit.json), with the
+    options recorded at training when it is that one."""
     if condition is not None and not isinstance(condition, str):
         return condition
     options: dict = {}
-    if condition is None and controlnet is not None:
+    if controlnet is not None:
         info = read_controlnet_info(controlnet)
-        condition, options = info.condition, info.condition_options
+        if condition in (None, info.condition):
+            condition, options = info.condition, info.condition_options
     if not condition:
         raise UserError(
             f"{controlnet} records no condition (controlkit.json); "
