@@ -11,7 +11,7 @@ from PIL import Image
 from controlkit.errors import UserError
 from controlkit.train.config import TrainConfig
 from controlkit.train.data import PairedImages, load_training_data, resize_center_crop, to_tensor
-from train_helpers import make_dataset, make_image_folder, random_images
+from train_helpers import make_dataset, make_image_folder, one_torch_thread, random_images  # noqa: F401 (autouse fixture)
 
 
 def config_for(*argv: str) -> TrainConfig:
@@ -138,3 +138,10 @@ def test_imagefolder_metadata_must_name_both_files(tmp_path):
     (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "x"}) + "\n")
     with pytest.raises(UserError, match="conditioning_image_file_name"):
         load_training_data(config_for(f"--train_data_dir={folder}"))
+
+
+def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="cannot load dataset someone/no-such-dataset"):
+        load_training_data(config_for("--dataset_name=someone/no-such-dataset", f"--cache_dir={tmp_path}"))
+    with pytest.raises(UserError, match="dataset not found"):
+        load_training_data(config_for(f"--dataset_name={tmp_path / 'missing'}"))

@@ -11,7 +11,7 @@ from PIL import Image
 from controlkit.conditions import register
 from controlkit.errors import UserError
 from controlkit.train.metrics import read_metrics
-from train_helpers import make_dataset, run_training, train_args
+from train_helpers import make_dataset, one_torch_thread, run_training, train_args  # noqa: F401 (autouse fixture)
 
 
 @register("test-brightness")
