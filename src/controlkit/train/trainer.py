@@ -233,7 +233,9 @@ def _models(config: TrainConfig, accelerator):
     for frozen in (base.vae, base.unet, base.text_encoder):
         frozen.requires_grad_(False)
         frozen.eval()
-        frozen.to(accelerator.device, dtype=weight_dtype)
+        frozen.to(accelerator.device)
+        if weight_dtype != torch.float32:  # casting at all makes diffusers warn, even to float32
+            frozen.to(dtype=weight_dtype)
     controlnet.train()
     choose_attention([base.unet, controlnet], config.enable_xformers_memory_efficient_attention)
     if config.gradient_checkpointing:
