@@ -7,7 +7,6 @@ and it never raises on a bad input: it returns a result whose ``reason`` says wh
 from __future__ import annotations
 
 import io
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,17 +145,17 @@ _worker_maker: PairMaker | None = None
 
 
 def init_worker(settings: PairSettings, maker: PairMaker | None = None) -> None:
-    """Pool initializer: one thread per process for OpenCV and torch, and the condition built once.
+    """Pool initializer: one OpenCV thread per process, and the condition built once.
 
     A forked worker receives the parent's warmed-up ``maker`` (no pickling under fork), so the
     detector's weights are loaded once and shared copy-on-write; otherwise each worker builds its own.
+    torch's thread count is left alone: in a child forked after the parent ran an OpenMP region, any
+    OpenMP call (``torch.set_num_threads`` included) hangs for ever.
     """
     global _worker_maker
     import cv2
 
     cv2.setNumThreads(1)
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
     _worker_maker = maker if maker is not None else PairMaker(settings)
 
 
