@@ -676,10 +676,7 @@ class _Painter:
         )
         light = cv2.multiply(light, grain, scale=1.0 / 128.0)
         shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 128.0)
-        factor = cv2.resize(light, full)
         # Blend by the head's coverage, so anti-aliased edges are shaded as much as they are head.
-        change = cv2.subtract(cv2.resize(shaded, full), factor, dtype=cv2.CV_16S)
-        factor = cv2.add(
-            factor, cv2.multiply(change, self.mask, scale=1 / 255, dtype=cv2.CV_16S), dtype=cv2.CV_8U
-        )
+        outside = cv2.multiply(cv2.resize(light, full), cv2.bitwise_not(self.mask), scale=1.0 / 255.0)
+        factor = cv2.add(outside, cv2.multiply(cv2.resize(shaded, full), self.mask, scale=1.0 / 255.0))
         return cv2.multiply(img, cv2.merge([factor, factor, factor]), scale=1.0 / 128.0)
