@@ -1,0 +1,63 @@
+"""`controlkit pretrain-demo-base` on tiny settings: a loadable pipeline, its provenance, and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import ControlNetModel, StableDiffusionPipeline
+
+from controlkit.cli import main
+from controlkit.errors import UserError
+from controlkit.quickstart.config import PretrainConfig
+
+
+def tiny(out, unet_steps: int) -> list[str]:
+    return [
+        "pretrain-demo-base", "--out", str(out), "--images", "16", "--render-size", "64",
+        "--resolution", "32", "--vae-crop", "16", "--unet-channels", "16,32", "--vae-channels", "8,8,16,16",
+        "--text-hidden-size", "16",
+        "--vae-steps", "3", "--vae-batch-size", "4", "--unet-steps", str(unet_steps), "--batch-size", "4",
+        "--sample-steps", "2", "--warmup-steps", "2",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "base"
+    assert main(tiny(out, unet_steps=4)) == 0
+    return out
+
+
+def test_writes_a_loadable_pipeline_with_provenance(tiny_base):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_base)
+    assert 2 ** (len(pipe.vae.config.block_out_channels) - 1) == 8
+    ControlNetModel.from_unet(pipe.unet)
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured on the latents, not SD's constant
+    image = pipe("a close-up photo of a smiling woman", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (32, 32, 3)
+    assert not list(tiny_base.rglob("*.bin"))
+    provenance = json.loads((tiny_base / "PROVENANCE.json").read_text())
+    assert provenance["command"].startswith("controlkit pretrain-demo-base --out")
+    assert provenance["unet_steps"] == 4 and provenance["finished"]
+    assert provenance["settings"]["unet_channels"] == [16, 32]
+    assert provenance["final_unet_loss"] > 0 and provenance["final_vae_reconstruction_loss"] > 0
+    assert "4 UNet steps" in (tiny_base / "README.md").read_text()
+    assert (tiny_base / "samples.png").is_file() and (tiny_base / "loss.jsonl").is_file()
+
+
+def test_rerun_resumes_from_the_checkpoint(tiny_base):
+    before = StableDiffusionPipeline.from_pretrained(tiny_base).unet.state_dict()
+    assert main(tiny(tiny_base, unet_steps=6)) == 0
+    provenance = json.loads((tiny_base / "PROVENANCE.json").read_text())
+    assert provenance["unet_steps"] == 6  # continued from step 4, not from scratch
+    after = StableDiffusionPipeline.from_pretrained(tiny_base).unet.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="multiple of 8"):
+        PretrainConfig(resolution=60)
+    with pytest.raises(UserError, match="exactly 4"):
+        PretrainConfig(vae_channels=(8, 8, 8))
