@@ -462,19 +462,24 @@ class _Painter:
         if hair not in ("long", "bob"):
             self._ears(img, skin, out["ears"])
         jaw = _catmull_rom(lm[:17], 3, closed=False)  # the drawn outline passes through every jaw point
-        head = np.concatenate([jaw, out["skull"]])
-        _fill(img, head, skin)
-        _fill_mask(self.mask, head)
-        if hair != "bald":
-            cap = _catmull_rom(np.concatenate([out["hairline"], out["cap"]]), 2, closed=True)
+        if hair == "bald":
+            head = np.concatenate([jaw, out["skull"]])
+            _fill(img, head, skin)
+            _fill_mask(self.mask, head)
+        else:
+            # Hair, reaching a little under the hairline so that the face drawn over it leaves no seam.
+            line = out["hairline"]
+            cap = _catmull_rom(np.concatenate([line - self.up * (0.03 * self.s), out["cap"]]), 2, closed=True)
             _fill(img, cap, tuple(a["hair_rgb"]))
             _fill_mask(self.mask, cap)
             self._draw_locks(img, out["locks"].reshape(-1, 6, 2))
-            _fill(img, np.concatenate([jaw, out["hairline"][::-1]]), skin)
-        # The nose and lips stick out past the cheek outline on a turned head.
-        muzzle = cv2.convexHull(lm[_MUZZLE].astype(np.float32)).reshape(-1, 2)
-        _fill(img, muzzle, skin)
-        _fill_mask(self.mask, muzzle)
+            face = np.concatenate([jaw, line[::-1]])
+            _fill(img, face, skin)
+            _fill_mask(self.mask, face)
+        if abs(self.pose.yaw) > 20:  # then the nose and lips stick out past the cheek's outline
+            muzzle = cv2.convexHull(lm[_MUZZLE].astype(np.float32)).reshape(-1, 2)
+            _fill(img, muzzle, skin)
+            _fill_mask(self.mask, muzzle)
         if a["beard"]:
             self._beard()
         self._brows(img)
@@ -664,7 +669,7 @@ class _Painter:
         return np.minimum(shade * 128.0, 255.0).astype(np.uint8)
 
     def _finish(self, img: np.ndarray) -> np.ndarray:
-        """Multiply in lighting (on the head), soft shadows and film grain, in uint8 fixed point (128 = 1)."""
+        """Multiply in lighting and soft shadows (on the head) and film grain: uint8 fixed point, 128 = 1."""
         full, half = (self.size, self.size), self.dark.shape[::-1]
         sigma = max(0.5, 0.03 * self.s)
         k = 2 * int(2.5 * sigma) + 1
@@ -676,7 +681,8 @@ class _Painter:
         )
         light = cv2.multiply(light, grain, scale=1.0 / 128.0)
         shaded = cv2.multiply(cv2.resize(self._shading(), half), light, scale=1.0 / 128.0)
-        # Blend by the head's coverage, so anti-aliased edges are shaded as much as they are head.
-        outside = cv2.multiply(cv2.resize(light, full), cv2.bitwise_not(self.mask), scale=1.0 / 255.0)
+        # Blend by the head's coverage, so anti-aliased edges are shaded as much as they are head;
+        # off the head (background, neck, clothes) only the grain applies.
+        outside = cv2.multiply(cv2.resize(grain, full), cv2.bitwise_not(self.mask), scale=1.0 / 255.0)
         factor = cv2.add(outside, cv2.multiply(cv2.resize(shaded, full), self.mask, scale=1.0 / 255.0))
         return cv2.multiply(img, cv2.merge([factor, factor, factor]), scale=1.0 / 128.0)
