@@ -158,6 +158,16 @@ def test_grid_has_a_row_per_pair_and_the_conditioning_image_first():
     assert grid.getpixel((32, second_row + 32)) == (0, 0, 255)
 
 
+def make_accelerator(**kwargs):
+    """A fresh Accelerator: accelerate keeps one global state per process, so reset it first."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(cpu=True, **kwargs)
+
+
 @pytest.fixture
 def two_steps(monkeypatch):
     monkeypatch.setattr(validation, "DEFAULT_INFERENCE_STEPS", 2)
@@ -181,13 +191,11 @@ def components(small_model_dir):
 def test_log_validation_scores_every_output_and_leaves_training_state_alone(
     tmp_path, small_model_dir, components, two_steps
 ):
-    from accelerate import Accelerator
-
     condition = conditions.get("test-mean-colour")
     config = make_config(
         tmp_path, pretrained_model_name_or_path=str(small_model_dir), num_validation_images=2
     )
-    accelerator = Accelerator(cpu=True, log_with="tensorboard", project_dir=str(tmp_path / "logs"))
+    accelerator = make_accelerator(log_with="tensorboard", project_dir=str(tmp_path / "logs"))
     accelerator.init_trackers("test")
     controlnet = accelerator.prepare(components["controlnet"])
     controlnet.train()
@@ -230,12 +238,10 @@ def test_log_validation_scores_every_output_and_leaves_training_state_alone(
 def test_log_validation_is_seeded_and_returns_nothing_without_a_condition(
     tmp_path, small_model_dir, components, two_steps
 ):
-    from accelerate import Accelerator
-
     config = make_config(
         tmp_path, pretrained_model_name_or_path=str(small_model_dir), num_validation_images=1
     )
-    accelerator = Accelerator(cpu=True)
+    accelerator = make_accelerator()
     pair = ValidationPair("a face", Image.new("RGB", (64, 64), (90, 40, 10)), np.zeros(3, np.float32))
     grids = []
     for step in (1, 2):
@@ -245,3 +251,38 @@ def test_log_validation_is_seeded_and_returns_nothing_without_a_condition(
         assert log_validation(**components, **args, condition=None) == {}
         grids.append(np.asarray(Image.open(tmp_path / "out" / "validation" / f"step-{step}.png")))
     np.testing.assert_array_equal(grids[0], grids[1])
+
+
+def test_log_validation_runs_with_half_precision_base_and_fp32_controlnet(
+    tmp_path, small_model_dir, two_steps
+):
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    half = torch.bfloat16
+    unet = UNet2DConditionModel.from_pretrained(small_model_dir, subfolder="unet")
+    controlnet = ControlNetModel.from_unet(unet)
+    frozen = dict(
+        vae=AutoencoderKL.from_pretrained(small_model_dir, subfolder="vae").to(half),
+        text_encoder=CLIPTextModel.from_pretrained(small_model_dir, subfolder="text_encoder").to(half),
+        tokenizer=AutoTokenizer.from_pretrained(small_model_dir, subfolder="tokenizer"),
+        unet=unet.to(half),
+    )
+    config = make_config(
+        tmp_path, pretrained_model_name_or_path=str(small_model_dir), num_validation_images=1
+    )
+    config.seed = None
+    pair = ValidationPair("a face", Image.new("RGB", (64, 64), (90, 40, 10)))
+    accelerator = make_accelerator(mixed_precision="bf16")
+    log_validation(
+        **frozen,
+        controlnet=controlnet,
+        config=config,
+        accelerator=accelerator,
+        weight_dtype=half,
+        step=3,
+        pairs=[pair],
+        condition=None,
+    )
+    assert controlnet.dtype == torch.float32
+    assert (tmp_path / "out" / "validation" / "step-3.png").is_file()
