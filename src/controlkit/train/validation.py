@@ -102,8 +102,9 @@ def validation_pairs(config, condition: Condition | None, dataset=None) -> list[
     """The pairs to validate on; [] when the config asks for no validation.
 
     ``--validation_prompt``/``--validation_image`` give pairs (a sidecar ``NAME.json`` beside an image holds
-    its annotation as ``condition.to_record`` wrote it); ``validation_rows`` adds that many rows spread
-    evenly over ``dataset``, with their conditioning image, caption and annotation.
+    its annotation as JSON that ``condition.from_record`` reads, e.g. ``annotation.tolist()``);
+    ``validation_rows`` adds that many rows spread evenly over ``dataset``, with their conditioning image,
+    caption and annotation.
     """
     prompts = list(config.validation_prompt or [])
     images = [str(image) for image in config.validation_image or []]
