@@ -66,7 +66,7 @@ _HAIR_PHRASES = {
     "bob": "a {c} bob",
     "bun": "{c} hair in a bun",
     "curly": "curly {c} hair",
-    "fringe": "{c} hair with a fringe",
+    "fringe": "a {c} fringe",
 }
 _HAIR_VOLUME = {"short": 1.06, "long": 1.12, "bob": 1.13, "bun": 1.05, "curly": 1.28, "fringe": 1.1}
 # Brow thickness along the left and the right brow (13 curve points each): thickest at the inner end.
