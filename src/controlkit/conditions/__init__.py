@@ -22,7 +22,7 @@ _BUILTIN_MODULES = {
 }
 _FACTORIES: dict[str, Callable[..., Condition]] = {}
 
-__all__ = ["Annotation", "Condition", "available", "get", "register"]
+__all__ = ["Annotation", "Condition", "available", "get", "register", "registered"]
 
 
 def register(name: str) -> Callable[[Callable[..., Condition]], Callable[..., Condition]]:
@@ -33,6 +33,11 @@ def register(name: str) -> Callable[[Callable[..., Condition]], Callable[..., Co
         return factory
 
     return decorate
+
+
+def registered() -> dict[str, Callable[..., Condition]]:
+    """The factories known in this process, so a spawned worker can register them again."""
+    return dict(_FACTORIES)
 
 
 def _load(name: str) -> Callable[..., Condition] | None:

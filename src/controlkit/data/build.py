@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controlkit import conditions
 from controlkit.data.captioners import Captioner, make_captioner, parse_spec
 from controlkit.data.pairs import (
     NO_FACE,
@@ -151,12 +152,12 @@ def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: 
     fork = "fork" in multiprocessing.get_all_start_methods()
     if fork:
         maker.warm_up()
-        fork = not _cuda_initialized()  # a forked child cannot use the parent's CUDA context
+        fork = not _torch_started()
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
         initializer=_init_quiet_worker,
-        initargs=(settings, maker if fork else None),
+        initargs=(settings, maker if fork else None, {} if fork else conditions.registered()),
     )
     try:
         window: deque = deque()
@@ -176,15 +177,18 @@ def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
         yield chunk
 
 
-def _cuda_initialized() -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.cuda.is_initialized()
+def _torch_started() -> bool:
+    """Whether torch is loaded here: a child forked after its OpenMP threads or CUDA started can hang."""
+    return "torch" in sys.modules
 
 
-def _init_quiet_worker(settings: PairSettings, maker: PairMaker | None) -> None:
+def _init_quiet_worker(settings: PairSettings, maker: PairMaker | None, factories: dict) -> None:
+    """Ignore Ctrl-C (the parent stops the pool) and know the conditions the parent registered at run time."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name, factory in factories.items():
+        conditions.register(name)(factory)
     init_worker(settings, maker)
 
 
@@ -290,7 +294,6 @@ def build_dataset(config: BuildConfig) -> BuildReport:
 def _build(config: BuildConfig) -> BuildReport:
     from tqdm.auto import tqdm
 
-    from controlkit import conditions
 
     started = time.perf_counter()
     _validate(config)
