@@ -294,7 +294,6 @@ def build_dataset(config: BuildConfig) -> BuildReport:
 def _build(config: BuildConfig) -> BuildReport:
     from tqdm.auto import tqdm
 
-
     started = time.perf_counter()
     _validate(config)
     _check_hub_token(config.push_to_hub)
