@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from controlkit.errors import UserError
 from controlkit.quickstart.config import PretrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -420,4 +421,91 @@ def pretrain(config: PretrainConfig) -> Path:
         _write_provenance(config, state, pipe, finished=state.step >= config.unet_steps or run.out_of_time())
 
     _train_unet(run, pipe, latents, captions, export)
+    return config.out
+
+
+DECODER_FILE = "decoder.safetensors"
+
+
+def _decoder_keys(vae) -> list[str]:
+    return [k for k in vae.state_dict() if k.startswith(("decoder.", "post_quant_conv."))]
+
+
+def finetune_decoder(config: PretrainConfig, minutes: float, lr: float = 5e-4) -> Path:
+    """Sharpen the VAE decoder with the encoder frozen, then put it into the exported pipeline.
+
+    The latent space stays exactly as the UNet learned it, so this can run after, or beside, the UNet
+    phase. Trained weights go to the work folder first; they are written into ``out/vae`` (with
+    PROVENANCE.json and samples.png updated) once ``out`` holds a pipeline: run the command again after
+    the main run if it was still going.
+    """
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    torch.set_num_threads(config.threads)
+    path = config.work_dir / DECODER_FILE
+    info_path = path.with_suffix(".json")
+    if not path.is_file():
+        saved = torch.load(config.work_dir / CHECKPOINT, weights_only=True)
+        if saved["state"]["phase"] != "unet":
+            raise UserError("the VAE phase has not finished yet; run pretrain-demo-base first")
+        vae = _initial_pipeline(config).vae
+        vae.load_state_dict(saved["vae"])
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        images, _ = _face_images(config)
+        keys = _decoder_keys(vae)
+        params = [p for name, p in vae.named_parameters() if name in keys]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        started, step, recent = time.monotonic(), 0, []
+        bar = tqdm(desc="VAE decoder")
+        while time.monotonic() - started < minutes * 60:
+            batch = images[torch.randint(len(images), (config.vae_batch_size,), generator=generator)].float()
+            crop = config.vae_crop
+            y, x = torch.randint(config.resolution - crop + 1, (2,), generator=generator).tolist()
+            batch = batch[:, :, y : y + crop, x : x + crop]
+            with torch.no_grad():
+                latents = vae.encode(batch).latent_dist.sample(generator=generator)
+            reconstruction = vae.decode(latents).sample
+            loss = F.l1_loss(reconstruction, batch) + F.mse_loss(reconstruction, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            recent = (recent + [loss.item()])[-50:]
+            bar.update(1)
+            bar.set_postfix(rec=f"{np.mean(recent):.4f}")
+        bar.close()
+        state = vae.state_dict()
+        save_file({k: state[k].contiguous() for k in keys}, path)
+        info = {
+            "minutes": minutes,
+            "lr": lr,
+            "steps": step,
+            "final_reconstruction_loss": round(float(np.mean(recent)), 5),
+        }
+        info_path.write_text(json.dumps(info))
+    if not (config.out / "model_index.json").is_file():
+        print(f"decoder saved in {path}; run this again once {config.out} holds the pipeline")
+        return config.out
+    pipe = StableDiffusionPipeline.from_pretrained(config.out)
+    pipe.vae.load_state_dict(load_file(path), strict=False)
+    pipe.vae.save_pretrained(config.out / "vae", safe_serialization=True)
+    pipe.unet.eval()
+    sample_grid(pipe, config).save(config.out / "samples.png")
+    provenance_path = config.out / "PROVENANCE.json"
+    provenance = json.loads(provenance_path.read_text())
+    provenance["decoder_finetune"] = {"command": config.command, **json.loads(info_path.read_text())}
+    provenance["weights_bytes"] = _folder_bytes(config.out)
+    provenance_path.write_text(json.dumps(provenance, indent=2) + "\n")
+    finetune = provenance["decoder_finetune"]
+    line = (
+        "- then the VAE decoder was fine-tuned with the encoder frozen (latents unchanged): "
+        f"`{config.command}` ({finetune['steps']} steps,"
+        f" final L1 + MSE {finetune['final_reconstruction_loss']:.4f})\n"
+    )
+    readme = config.out / "README.md"
+    if line not in readme.read_text():
+        readme.write_text(readme.read_text() + line)
     return config.out

@@ -99,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults["threads"],
         help="torch CPU threads (1 is fastest on a busy machine: OpenMP spins)",
     )
+    add(
+        "--finetune-decoder-minutes",
+        type=float,
+        help="instead of pretraining: fine-tune the decoder of a finished VAE phase this long (encoder"
+        " frozen), then write it into OUT (run it again after the main run if OUT was still being written)",
+    )
     add("--sample-steps", type=int, default=defaults["sample_steps"], help="DDIM steps for samples.png")
 
 
@@ -122,6 +128,12 @@ def run(args: argparse.Namespace) -> int:
     names = {f.name for f in fields(PretrainConfig)} - {"command"}
     options = {k: v for k, v in vars(args).items() if k in names}
     config = PretrainConfig(**options, command=_command(options))
+    if args.finetune_decoder_minutes:
+        from controlkit.quickstart.pretrain import finetune_decoder
+
+        config.command += f" --finetune-decoder-minutes {args.finetune_decoder_minutes:g}"
+        out = finetune_decoder(config, args.finetune_decoder_minutes)
+        return 0
     out = pretrain(config)
     print(f"demo base written to {out} (provenance: {out / 'PROVENANCE.json'})")
     return 0
