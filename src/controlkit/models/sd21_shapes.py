@@ -1,0 +1,133 @@
+"""A Stable-Diffusion-2.1-base-shaped model folder with random weights, built from configs.
+
+Memory and speed depend on shapes, not on trained weights, so a GPU benchmark can measure the real
+model (865.9M UNet, 340M OpenCLIP-H text encoder, 83.7M VAE, a 361M ControlNet made from the UNet)
+on a machine that cannot download it. The configs are those of stabilityai/stable-diffusion-2-1-base;
+the tokenizer is the offline byte-level one, and the text encoder's vocabulary is padded to CLIP's
+49408 tokens so its embedding table weighs what the real one does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CLIP_VOCAB_SIZE = 49408
+
+UNET_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    "upcast_attention": False,
+    "use_linear_projection": True,
+}
+
+VAE_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
+TEXT_CONFIG: dict[str, Any] = {
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "projection_dim": 512,
+    "max_position_embeddings": 77,
+    "layer_norm_eps": 1e-05,
+    "vocab_size": CLIP_VOCAB_SIZE,
+}
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+}
+
+
+def build_sd21_components(tokenizer_dir: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """UNet, VAE, text encoder (random weights, on ``device``), offline tokenizer and PNDM scheduler.
+
+    ``device="meta"`` builds the shapes without allocating weights (for parameter counts).
+    """
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from controlkit.models.tokenizer import write_byte_level_tokenizer
+
+    tokenizer = write_byte_level_tokenizer(tokenizer_dir, max_length=TEXT_CONFIG["max_position_embeddings"])
+    if len(tokenizer) > CLIP_VOCAB_SIZE:
+        raise ValueError(
+            f"the offline tokenizer has {len(tokenizer)} tokens, more than CLIP's {CLIP_VOCAB_SIZE}"
+        )
+    text_config = CLIPTextConfig(
+        **TEXT_CONFIG,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.device(device):
+        return {
+            "unet": UNet2DConditionModel(**UNET_CONFIG),
+            "vae": AutoencoderKL(**VAE_CONFIG),
+            "text_encoder": CLIPTextModel(text_config),
+            "tokenizer": tokenizer,
+            "scheduler": PNDMScheduler.from_config(SCHEDULER_CONFIG),
+        }
+
+
+def write_sd21_model(path: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> Path:
+    """Write the SD-2.1-base-shaped folder (diffusers layout, fp32 safetensors, ~5.2 GB) and return its path.
+
+    Building on a GPU (``device="cuda"``) is much faster than on a CPU; the files are the same kind.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    parts = build_sd21_components(path / "tokenizer", device)
+    pipeline = StableDiffusionPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
