@@ -158,7 +158,7 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
         values = np.array([score.get(key, math.nan) for score in scores], dtype=np.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            means[f"validation/{key}"] = float(np.nanmean(values)) if values.size else math.nan
+            means[f"validation/{key}"] = float(np.nanmean(values))
     return means
 
 
@@ -217,7 +217,7 @@ def log_validation(
     scheduler = UniPCMultistepScheduler.from_pretrained(
         config.pretrained_model_name_or_path,
         subfolder="scheduler",
-        revision=getattr(config, "revision", None),
+        revision=config.revision,
     )
     pipeline = StableDiffusionControlNetPipeline(
         vae=vae,
