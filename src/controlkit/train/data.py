@@ -290,20 +290,22 @@ class PairedImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data.dataset)
 
-    def conditioning(self, index: int) -> torch.Tensor:
-        image = self.data.dataset[index][self.data.conditioning_image_column]
-        return to_tensor(resize_center_crop(image, self.resolution))
+    def conditioning(self, index: int, row: dict[str, Any] | None = None) -> torch.Tensor:
+        row = self.data.dataset[index] if row is None else row
+        return to_tensor(resize_center_crop(row[self.data.conditioning_image_column], self.resolution))
 
-    def target(self, index: int) -> dict[str, torch.Tensor]:
-        row = self.data.dataset[index]
+    def target(self, index: int, row: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        row = self.data.dataset[index] if row is None else row
         pixels = to_tensor(resize_center_crop(row[self.data.image_column], self.resolution)) * 2.0 - 1.0
         caption = pick_caption(row[self.data.caption_column], index, self.seed, self.data.caption_column)
         return {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"index": index, "conditioning_pixel_values": self.conditioning(index)}
+        # One read per row: decoding the images dominates the data loader's time.
+        row = self.data.dataset[index]
+        item = {"index": index, "conditioning_pixel_values": self.conditioning(index, row)}
         if self.with_targets:
-            item.update(self.target(index))
+            item.update(self.target(index, row))
         return item
 
 

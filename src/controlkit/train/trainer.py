@@ -9,6 +9,7 @@ that checkpoints save, so a resumed run and a cached run train exactly like an u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import sys
@@ -528,7 +529,7 @@ def train(config: TrainConfig) -> Path:
         if repo_id is not None:
             from controlkit.train import hub
 
-            hub.write_model_card(output_dir, config, metadata)
+            hub.write_model_card(output_dir, dataclasses.replace(config, hub_model_id=repo_id), metadata)
             hub.push_to_hub(output_dir, repo_id, config.hub_token)
     accelerator.end_training()
     return output_dir

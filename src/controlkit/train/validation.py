@@ -243,7 +243,7 @@ def log_validation(
                 outputs = pipeline(
                     pair.prompt,
                     pair.conditioning_image,
-                    num_inference_steps=DEFAULT_INFERENCE_STEPS,
+                    num_inference_steps=config.validation_inference_steps or DEFAULT_INFERENCE_STEPS,
                     num_images_per_prompt=config.num_validation_images,
                     generator=generator,
                 ).images
