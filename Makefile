@@ -10,7 +10,7 @@ setup:
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first, so no resolver pulls a CUDA build afterwards.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,faces,app]'
+	$(BIN)/pip install -q -e '.[dev,faces,app,ray]'
 	-@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 
