@@ -323,7 +323,7 @@ def print_table(rows: list[dict]) -> None:
         "run",
         "options",
         "img/s",
-        "peak alloc GiB",
+        "peak GiB",
         "need GiB",
         "fits target?",
         "smallest card",
@@ -351,6 +351,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
         if n == 0:
             print("  ".join("-" * width for width in widths))
+    print("peak GiB: torch's max allocated on CUDA, peak RSS on a CPU; need: max reserved + outside torch")
     for r in rows:
         for note in r["notes"] + ([r["attention"]] if r.get("attention") else []):
             print(f"  {r['name']}: {note}")
@@ -388,10 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     if opts.warmup >= opts.steps - 1:
         parser.error("--steps must exceed --warmup by at least 2")
     started = time.perf_counter()
+    # controlkit runs from src/ (no install needed): here and in every child this script starts.
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    sys.path.append(src)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), src) if p)
     workdir = opts.workdir or Path("/tmp/controlkit-gpu-presets")
     workdir.mkdir(parents=True, exist_ok=True)
     json_path = opts.json or (Path(os.environ["OUT"]) / "gpu_presets.json" if os.environ.get("OUT") else None)
 
+    datasets_file = importlib.util.find_spec("datasets").origin
+    if "site-packages" not in datasets_file and not datasets_file.startswith(sys.prefix):
+        # dill (datasets' hasher) pickles such modules by value, and fails: install where it looks.
+        sys.exit(f"datasets is at {datasets_file}; install the wheels with --target /tmp/site-packages")
     import torch
 
     cuda = torch.cuda.is_available()
@@ -425,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         report["total_s"] = round(time.perf_counter() - started, 1)
+        seen = [row["device"] for row in report["runs"] if row.get("device", "cpu") != "cpu"]
+        if seen and "card" not in report:  # no nvidia-smi: the name torch gave in a run
+            report["card"] = seen[0]
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -448,8 +460,6 @@ def main(argv: list[str] | None = None) -> int:
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if not cuda:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), src) if p)
     for run in runs:
         if opts.only and run.name not in opts.only:
             continue

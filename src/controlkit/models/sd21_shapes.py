@@ -129,5 +129,5 @@ def write_sd21_model(path: str | Path, device: str | torch.device = "cpu", seed:
     pipeline = StableDiffusionPipeline(
         **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
-    pipeline.save_pretrained(path, safe_serialization=True)
+    pipeline.to("cpu").save_pretrained(path, safe_serialization=True)
     return path
