@@ -77,6 +77,7 @@ else:
     write_sd21_model(path, device=device)
 """
 
+ROW_NAMES = ("vram24", "vram16", "vram12", "vram8", "fp32", "vram8-no-cache")
 CARD_SIZES_GIB = (8, 12, 16, 24, 32, 40, 48, 80, 94, 141)
 OPTION_NAMES = {
     "mixed_precision": "{}",
@@ -388,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             setattr(opts, name, default)
     if opts.warmup >= opts.steps - 1:
         parser.error("--steps must exceed --warmup by at least 2")
+    unknown = sorted(set(opts.only or []) - set(ROW_NAMES))
+    if unknown:
+        parser.error(f"unknown --only names {unknown}; choose from {list(ROW_NAMES)}")
     started = time.perf_counter()
     # controlkit runs from src/ (no install needed): here and in every child this script starts.
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -453,9 +457,6 @@ def main(argv: list[str] | None = None) -> int:
     save()
 
     runs = plan_runs(cuda, bnb_error)
-    unknown = set(opts.only or []) - {run.name for run in runs}
-    if unknown:
-        parser.error(f"unknown --only names {sorted(unknown)}; choose from {[run.name for run in runs]}")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if not cuda:
