@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 BLIP_DEFAULT = "Salesforce/blip-image-captioning-base"
 
@@ -73,7 +73,7 @@ class BlipCaptioner(Captioner):
                 model, dtype=dtype, use_safetensors=True
             )
         except OSError as exc:
-            raise UserError(f"cannot load the BLIP captioner {model!r}: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"cannot load the BLIP captioner {model!r}: {first_line(exc)}") from exc
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.description = f"BLIP ({model}, {self.device})"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SYNTHETIC = "synthetic-faces"
@@ -88,7 +88,7 @@ class HFDatasetSource(Source):
             )
         except Exception as exc:  # datasets raises many kinds; the user needs one line either way
             where = "" if Path(name).exists() else " (no such folder, so it was looked up on the Hub)"
-            raise UserError(f"cannot load dataset {name!r}{where}: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"cannot load dataset {name!r}{where}: {first_line(exc)}") from exc
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise UserError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")

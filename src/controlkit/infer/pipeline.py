@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 from controlkit.metadata import read_metadata
 
 DEFAULT_RESOLUTION = 512
@@ -96,13 +96,13 @@ def _load(controlnet: str, base: str, device: str, dtype_name: str):
                 location, subfolder=subfolder, torch_dtype=dtype, use_safetensors=True
             )
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the ControlNet {controlnet}: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"cannot load the ControlNet {controlnet}: {first_line(exc)}") from exc
         try:
             pipe = StableDiffusionControlNetPipeline.from_pretrained(
                 base, controlnet=model, torch_dtype=dtype, use_safetensors=True
             )
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the base model {base}: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"cannot load the base model {base}: {first_line(exc)}") from exc
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     return pipe.to(device)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 
 @dataclass
@@ -48,8 +48,7 @@ def _use_safetensors(allow_pickle: bool) -> bool | None:
 
 
 def _load_error(what: str, name: str, exc: Exception) -> UserError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return UserError(f"cannot load the {what} from {name}: {first}")
+    return UserError(f"cannot load the {what} from {name}: {first_line(exc)}")
 
 
 def load_base_components(

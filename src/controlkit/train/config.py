@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 CONFIG_FILE_NAME = "train_config.yaml"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -286,10 +286,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         else:
             raise UserError(f"config file must be .yaml, .yml or .toml: {path}")
     except (tomllib.TOMLDecodeError, ValueError) as exc:
-        raise UserError(f"cannot parse config file {path}: {exc}") from exc
+        raise UserError(f"cannot parse config file {path}: {first_line(exc)}") from exc
     except Exception as exc:
         if type(exc).__module__.startswith("yaml"):
-            raise UserError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from exc
+            raise UserError(f"cannot parse config file {path}: {first_line(exc)}") from exc
         raise
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a mapping of flag names to values")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 from controlkit.metadata import read_metadata
 
 TRANSFORM_VERSION = "resize-bilinear+center-crop/v1"
@@ -131,9 +131,7 @@ def _load_named(config) -> tuple[Any, str, dict]:
             raise UserError(f"dataset not found: {name}")
         loaded = datasets.load_dataset(name, config.dataset_config_name, cache_dir=config.cache_dir)
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
-        raise UserError(
-            f"cannot load dataset {name}: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-        ) from exc
+        raise UserError(f"cannot load dataset {name}: {first_line(exc)}") from exc
     dataset = _first_split(loaded, name)
     return dataset, dataset._fingerprint, read_metadata(name, repo_type="dataset")
 

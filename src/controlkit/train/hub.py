@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from controlkit import __version__
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 TAGS = ["controlnet", "diffusers", "stable-diffusion", "controlkit"]
 
@@ -80,7 +80,7 @@ def check_push_access(config) -> str:
         user = api.whoami()
     except _hub_errors() as exc:
         raise UserError(
-            f"--push_to_hub: the Hub rejected the token or is out of reach ({_first_line(exc)})"
+            f"--push_to_hub: the Hub rejected the token or is out of reach ({first_line(exc)})"
         ) from exc
     role = user.get("auth", {}).get("accessToken", {}).get("role")
     if role == "read":
@@ -94,12 +94,7 @@ def check_push_access(config) -> str:
     try:
         return api.create_repo(name, exist_ok=True).repo_id
     except _hub_errors() as exc:
-        raise UserError(f"--push_to_hub: cannot create or use the repo {name} ({_first_line(exc)})") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"--push_to_hub: cannot create or use the repo {name} ({first_line(exc)})") from exc
 
 
 def _config_fields(config) -> dict[str, Any]:

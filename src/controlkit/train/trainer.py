@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from controlkit import __version__
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 from controlkit.metadata import write_metadata
 from controlkit.models.loading import load_base_components, load_controlnet
 from controlkit.train import checkpoints
@@ -95,7 +95,7 @@ def make_accelerator(config: TrainConfig, output_dir: Path):
             ),
         )
     except ValueError as exc:
-        raise UserError(f"cannot set up training: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot set up training: {first_line(exc)}") from exc
     if accelerator.device.type == "cpu" and accelerator.mixed_precision == "fp16":
         raise UserError(
             "--mixed_precision fp16 needs a GPU (the --vram presets set it); on a CPU use bf16 or no"
