@@ -61,3 +61,11 @@ def test_unknown_names_list_what_is_available(monkeypatch):
     monkeypatch.setattr(registry, "entry_points", lambda group: [])
     with pytest.raises(UserError, match="available: .*canny.*face-landmarks"):
         registry.get("depth")
+
+
+def test_options_a_condition_does_not_take_are_one_clear_error():
+    with pytest.raises(
+        UserError, match=r"condition 'canny' does not take .*'foo'.*its options: .*low_threshold"
+    ):
+        registry.get("canny", foo=1)
+    assert registry.get("canny", low_threshold=50).low_threshold == 50

@@ -8,6 +8,7 @@ the condition's options as keyword arguments and returns an object following ``C
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -65,4 +66,12 @@ def get(name: str, **options: object) -> Condition:
     factory = _load(name)
     if factory is None:
         raise UserError(f"unknown condition {name!r}; available: {', '.join(available())}")
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
+        raise UserError(
+            f"condition {name!r} does not take these options {sorted(options)}; "
+            f"its options: {', '.join(accepted) or 'none'}"
+        ) from exc
     return factory(**options)

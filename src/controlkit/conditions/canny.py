@@ -44,8 +44,12 @@ def edge_scores(found: np.ndarray, reference: np.ndarray, tolerance: int) -> dic
     return {"edge_f1": f1, "edge_precision": precision, "edge_recall": recall}
 
 
+@register("canny")
 class Canny:
-    """Canny edges of the grayscale photo; ``tolerance`` is the pixel slack the F1 score allows."""
+    """Canny edges of the grayscale photo; ``tolerance`` is the pixel slack the F1 score allows.
+
+    Options: ``low_threshold`` (100), ``high_threshold`` (200), ``tolerance`` (2 px, for the score).
+    """
 
     name = "canny"
 
@@ -107,9 +111,3 @@ class Canny:
         import datasets
 
         return datasets.Value("binary")
-
-
-@register("canny")
-def canny(**options: Any) -> Canny:
-    """Factory: ``low_threshold`` (100), ``high_threshold`` (200), ``tolerance`` (2 px, for the score)."""
-    return Canny(**options)

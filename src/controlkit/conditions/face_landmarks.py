@@ -119,8 +119,13 @@ def landmark_scores(found: np.ndarray | None, reference: np.ndarray) -> dict[str
     }
 
 
+@register("face-landmarks")
 class FaceLandmarks:
-    """68 facial landmarks per face; see the module docstring for the annotation format."""
+    """68 facial landmarks per face; see the module docstring for the annotation format.
+
+    Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample`` (dlib's, for the face boxes),
+    ``spiga_weights`` (a path), ``spiga_model`` (300wpublic, wflw, ...; else read from the file name).
+    """
 
     name = "face-landmarks"
 
@@ -185,10 +190,3 @@ class FaceLandmarks:
         import datasets
 
         return datasets.List(datasets.List(datasets.List(datasets.Value("float32"))))
-
-
-@register("face-landmarks")
-def face_landmarks(**options: Any) -> FaceLandmarks:
-    """Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample`` (dlib's, for the face boxes),
-    ``spiga_weights`` (a path), ``spiga_model`` (300wpublic, wflw, ...; else read from the file name)."""
-    return FaceLandmarks(**options)
