@@ -220,6 +220,19 @@ def test_pipeline_uses_unipc_and_picks_precision_by_device(small_controlnet_dir,
     assert pick_dtype("cuda") == torch.float16
 
 
+def test_a_bad_or_unavailable_device_is_a_user_error(monkeypatch):
+    import torch
+
+    from controlkit.infer.pipeline import pick_device
+
+    assert pick_device("cpu") == "cpu"
+    with pytest.raises(UserError, match="unknown --device 'gpu0'"):
+        pick_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        pick_device("cuda:1")
+
+
 @pytest.mark.parametrize("size", [(512, 512), (384, 256)])
 def test_scores_compare_outputs_in_the_annotation_frame(photos, size):
     """An output that is the photo itself scores near-perfect, whatever the output size and shape."""

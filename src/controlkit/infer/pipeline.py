@@ -50,6 +50,12 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     if device:
+        try:
+            kind = torch.device(device).type
+        except RuntimeError as exc:
+            raise UserError(f"unknown --device {device!r}; use cuda, cuda:N, mps or cpu") from exc
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA GPU is available here")
         return device
     if torch.cuda.is_available():
         return "cuda"

@@ -11,6 +11,8 @@ from typing import Any
 
 from controlkit.errors import UserError, first_line
 
+_PARTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+
 
 @dataclass
 class BaseComponents:
@@ -64,6 +66,12 @@ def load_base_components(
     from transformers import AutoTokenizer, CLIPTextModel
 
     _check_source(name, allow_pickle)
+    parts = ("text_encoder", "vae", "unet", "scheduler") if tokenizer_name else _PARTS
+    missing = [f"{part}/" for part in parts if Path(name).is_dir() and not (Path(name) / part).is_dir()]
+    if missing:
+        raise UserError(
+            f"cannot load the base model from {name}: not a diffusers model folder (no {', '.join(missing)})"
+        )
     common = {"revision": revision, "cache_dir": cache_dir}
     weights = {**common, "variant": variant, "use_safetensors": _use_safetensors(allow_pickle)}
     try:
