@@ -6,28 +6,17 @@ from __future__ import annotations
 
 import argparse
 
+from controlkit.infer.arguments import add_model_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--controlnet", required=True, help="a ControlNet folder from `controlkit train`, or a Hub id"
-    )
-    parser.add_argument(
-        "--base",
-        default=None,
-        help="base Stable Diffusion model (default: the one the ControlNet was trained on)",
-    )
-    parser.add_argument(
-        "--condition", default=None, help="condition to annotate photos with (default: the ControlNet's own)"
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
     )
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
     parser.add_argument(
         "--share", action="store_true", help="also open a public gradio.live link (off by default)"
-    )
-    parser.add_argument(
-        "--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)"
     )
 
 

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import argparse
 
+from controlkit.infer.arguments import add_model_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--controlnet", required=True, help="a ControlNet folder from `controlkit train`, or a Hub id"
-    )
-    parser.add_argument(
-        "--base",
-        default=None,
-        help="base Stable Diffusion model (default: the one the ControlNet was trained on)",
-    )
+    add_model_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", help="a photo; annotated with the ControlNet's condition")
     source.add_argument("--conditioning-image", help="a ready conditioning image, used as it is")
@@ -39,14 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--height", type=int, default=None, help="output height (default: training resolution)"
     )
     parser.add_argument("--width", type=int, default=None, help="output width (default: training resolution)")
-    parser.add_argument(
-        "--condition",
-        default=None,
-        help="condition to annotate the photo with (default: the ControlNet's own)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)"
-    )
     parser.add_argument("--out", required=True, help="folder to write the results into")
     parser.add_argument(
         "--overwrite", action="store_true", help="write into --out even if it already holds files"
