@@ -58,3 +58,9 @@ def test_first_line_keeps_one_line_and_names_the_type_of_an_empty_message():
     assert first_line(OSError("no such file\n  details the user does not need")) == "no such file"
     assert first_line(ValueError("")) == "ValueError"
     assert first_line(RuntimeError("\n  spaced out  \nmore")) == "spaced out"
+
+
+def test_a_user_error_in_a_nested_action_names_the_whole_command(capsys):
+    code = cli.main(["data", "build", "--source", "synthetic-faces", "--out", "unused", "--limit", "0"])
+    assert code == 2
+    assert capsys.readouterr().err == "controlkit data build: error: --limit must be at least 1, not 0\n"

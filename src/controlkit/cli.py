@@ -27,14 +27,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="controlkit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="controlkit",
+        description="Train your own ControlNet, end to end: build a paired dataset, train a ControlNet on a "
+        "Stable Diffusion base model, generate with it, demo it. `controlkit COMMAND --help` explains "
+        "each command's flags.",
+    )
     parser.add_argument("--version", action="version", version=f"controlkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=help_text, description=module.__doc__)
         module.add_arguments(sub)
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _prog=sub.prog)
     return parser
 
 
@@ -44,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"controlkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{args._prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"controlkit {args.command}: interrupted", file=sys.stderr)
+        print(f"{args._prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from controlkit.errors import UserError
-
 
 def _rename(text: str) -> dict[str, str]:
     """``conditioning_image=spiga_seg,text=image_caption`` -> {"conditioning_image": "spiga_seg", ...}."""
@@ -108,11 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--push-to-hub", metavar="REPO", help="publish the dataset and its card to this Hub repo"
     )
     build.add_argument("--no-progress", action="store_true", help="no progress bar or summary table")
+    build.set_defaults(_prog=build.prog)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data_command != "build":
-        raise UserError(f"unknown data action {args.data_command!r}")
     from controlkit.data.build import BuildConfig, build_dataset
 
     config = BuildConfig(
