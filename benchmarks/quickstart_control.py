@@ -27,6 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("quickstart-out"))
     parser.add_argument("--reuse", action="store_true", help="measure the ControlNet already in --out")
+    parser.add_argument("--base", default=QuickstartConfig.base, help="default: the shipped demo base")
     parser.add_argument("--faces", type=int, default=32, help="held-out faces per case")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=3.0)
@@ -40,7 +41,7 @@ def main() -> None:
     from diffusers import ControlNetModel
 
     started = time.monotonic()
-    config = QuickstartConfig(out=args.out, overwrite=not args.reuse)
+    config = QuickstartConfig(out=args.out, base=args.base, overwrite=not args.reuse)
     if not args.reuse:
         run_quickstart(config)
     torch.set_num_threads(1)

@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--batch-size", type=int, default=d["batch_size"], help="training batch size (default: %(default)s)")
     add("--learning-rate", type=float, default=d["learning_rate"], help="(default: %(default)s)")
     add(
+        "--empty-prompts",
+        type=float,
+        default=d["empty_prompts"],
+        help="share of empty captions, so the ControlNet must read the condition (ControlNet paper: 50%%)",
+    )
+    add(
         "--validation-every",
         type=int,
         default=d["validation_every"],

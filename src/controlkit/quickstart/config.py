@@ -65,6 +65,7 @@ class QuickstartConfig:
     steps: int = 240
     batch_size: int = 8
     learning_rate: float = 1e-3
+    empty_prompts: float = 0.5
     validation_every: int = 80
     validation_faces: int = 4
     eval_faces: int = 8

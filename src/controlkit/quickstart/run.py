@@ -111,6 +111,7 @@ def train_controlnet(
         train_batch_size=config.batch_size,
         max_train_steps=config.steps,
         learning_rate=config.learning_rate,
+        proportion_empty_prompts=config.empty_prompts,
         lr_warmup_steps=0,
         checkpointing_steps=config.validation_every,
         validation_steps=config.validation_every,
