@@ -14,6 +14,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run several times faster on one thread on shared cores (no OpenMP spinning); restored.
+
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory):
     """A small SD-shaped model folder (random weights, real architectures), written once per session."""

@@ -1,8 +1,9 @@
-"""A tiny condition for the data-builder tests: it "detects" the white square in a picture.
+"""Tiny conditions for the tests, fast and exact, so the tests check the pipeline rather than a detector.
 
-Fast and exact, so the tests check the pipeline (sources, skipping, shards, resume, resize) rather than
-a detector. ``delay`` slows each annotation down and ``marker_dir`` gets one file per annotated image,
-so the interruption tests can stop a build part-way through.
+``white-square`` "detects" the white square in a picture, for the data builder (sources, skipping, shards,
+resume, resize): ``delay`` slows each annotation down and ``marker_dir`` gets one file per annotated image,
+so the interruption tests can stop a build part-way through. ``Brightness`` (the mean grey level) stands
+for a third-party condition in the registry and trainer tests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def square_picture(
     return image
 
 
+@register("white-square")
 class WhiteSquare:
     """Annotation: float32 (1, 2, 2), the top-left and bottom-right white pixels' (x, y)."""
 
@@ -67,6 +69,28 @@ class WhiteSquare:
         return np.asarray(record, np.float32)
 
 
-@register("white-square")
-def white_square(**options: Any) -> WhiteSquare:
-    return WhiteSquare(**options)
+class Brightness:
+    """Annotation: float32 (1,), the mean grey level from 0 to 1, times ``scale``."""
+
+    name = "brightness"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def annotate(self, image: Image.Image) -> np.ndarray:
+        return np.float32([np.asarray(image.convert("L"), np.float32).mean() / 255 * self.scale])
+
+    def render(self, annotation: np.ndarray, size: tuple[int, int] = (64, 64)) -> Image.Image:
+        return Image.new("RGB", size, (int(annotation[0] * 255),) * 3)
+
+    def score(self, generated: Image.Image, annotation: np.ndarray) -> dict[str, float]:
+        return {"brightness_error": float(abs(self.annotate(generated)[0] - annotation[0]))}
+
+    def flip(self, annotation: np.ndarray, width: int) -> np.ndarray:
+        return annotation
+
+    def to_record(self, annotation: np.ndarray) -> Any:
+        return np.asarray(annotation, np.float32).tolist()
+
+    def from_record(self, record: Any) -> np.ndarray:
+        return np.asarray(record, np.float32)

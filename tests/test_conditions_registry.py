@@ -4,41 +4,12 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint
 
-import numpy as np
 import pytest
 
 import controlkit.conditions as registry
 from controlkit.conditions import Condition
 from controlkit.errors import UserError
-
-
-class Brightness:
-    """A third-party condition: the mean grey level."""
-
-    name = "brightness"
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-
-    def annotate(self, image):
-        return np.float32([np.asarray(image.convert("L")).mean() * self.scale])
-
-    def render(self, annotation, size):
-        from PIL import Image
-
-        return Image.new("RGB", size, (int(annotation[0]),) * 3)
-
-    def score(self, generated, annotation):
-        return {"brightness_error": float(abs(self.annotate(generated)[0] - annotation[0]))}
-
-    def flip(self, annotation, width):
-        return annotation
-
-    def to_record(self, annotation):
-        return annotation.tolist()
-
-    def from_record(self, record):
-        return np.float32(record)
+from data_conditions import Brightness
 
 
 def test_builtins_are_found_and_follow_the_protocol():
@@ -48,7 +19,9 @@ def test_builtins_are_found_and_follow_the_protocol():
 
 
 def test_a_plugin_registered_through_the_entry_point_group_is_found(monkeypatch):
-    plugin = EntryPoint(name="brightness", value=f"{__name__}:Brightness", group=registry.ENTRY_POINT_GROUP)
+    plugin = EntryPoint(
+        name="brightness", value="data_conditions:Brightness", group=registry.ENTRY_POINT_GROUP
+    )
     monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == plugin.group else [])
     monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     assert "brightness" in registry.available()

@@ -11,7 +11,9 @@ from PIL import Image
 from controlkit.errors import UserError
 from controlkit.train.config import TrainConfig
 from controlkit.train.data import PairedImages, load_training_data, resize_center_crop, to_tensor
-from train_helpers import make_dataset, make_image_folder, one_torch_thread, random_images  # noqa: F401 (autouse fixture)
+from train_helpers import make_dataset, make_image_folder, random_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config_for(*argv: str) -> TrainConfig:

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from controlkit.conditions import register
 from controlkit.errors import UserError
 from controlkit.train.metrics import read_metrics
-from train_helpers import make_dataset, one_torch_thread, run_training, train_args  # noqa: F401 (autouse fixture)
+from data_conditions import Brightness
+from train_helpers import make_dataset, run_training, train_args
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@register("test-brightness")
-class Brightness:
-    """A tiny condition: the annotation is the mean brightness an image should have."""
-
-    name = "test-brightness"
-
-    def annotate(self, image):
-        return np.array([np.asarray(image.convert("L"), dtype=np.float32).mean() / 255], dtype=np.float32)
-
-    def render(self, annotation, size=(64, 64)):
-        return Image.new("RGB", size, (int(annotation[0] * 255),) * 3)
-
-    def score(self, generated, annotation):
-        return {"brightness_error": float(abs(self.annotate(generated)[0] - annotation[0]))}
-
-    def flip(self, annotation, width):
-        return annotation
-
-    def to_record(self, annotation):
-        return annotation.tolist()
-
-    def from_record(self, record):
-        return np.asarray(record, dtype=np.float32)
+register("test-brightness")(Brightness)
 
 
 def test_validation_runs_every_validation_steps_and_its_scores_reach_metrics(small_model_dir, tmp_path):

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from controlkit.metadata import read_metadata
-from train_helpers import make_dataset, one_torch_thread, run_training, train_args  # noqa: F401 (autouse fixture)
+from train_helpers import make_dataset, run_training, train_args
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,18 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models train several times faster on one thread when the cores are shared (no OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_images(n: int, size: int = 64, seed: int = 0) -> list[Image.Image]:
