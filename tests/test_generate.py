@@ -10,7 +10,7 @@ from PIL import Image
 
 from controlkit.cli import main
 from controlkit.errors import UserError
-from controlkit.infer.generate import generate, output_size, resolve_condition
+from controlkit.infer.generate import annotate_photo, generate, output_size, resolve_condition
 from controlkit.infer.panel import make_panel, score_caption, tile_size
 from controlkit.metadata import write_metadata
 
@@ -245,3 +245,11 @@ def test_condition_options_recorded_at_training_are_used_for_that_condition(tmp_
     assert resolve_condition(None, tmp_path).detector.upsample == 1
     assert resolve_condition("face-landmarks", tmp_path).detector.upsample == 1
     assert resolve_condition("canny", tmp_path).name == "canny"
+
+
+def test_a_condition_that_finds_nothing_says_so_by_name():
+    from data_conditions import WhiteSquare
+
+    navy = Image.new("RGB", (64, 64), "navy")
+    with pytest.raises(UserError, match="^the white-square condition finds nothing in the photo"):
+        annotate_photo(navy, WhiteSquare(), (64, 64))

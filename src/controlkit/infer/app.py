@@ -102,7 +102,7 @@ class AppHandlers:
         try:
             annotation, _ = annotate_photo(working, self.condition, self.size)
         except UserError as exc:
-            return None, f"{str(exc)[0].upper()}{str(exc)[1:]}."
+            return None, _sentence(exc)
         return overlay(working, self.condition.render(annotation, size=working.size)), ""
 
     def generate(
@@ -138,12 +138,18 @@ class AppHandlers:
                 device=self.device,
             )
         except UserError as exc:
-            return [], f"{str(exc)[0].upper()}{str(exc)[1:]}."
+            return [], _sentence(exc)
         captions = [
             f"seed {s} · {score_caption(scores, short=False)}"
             for s, scores in zip(result.seeds, result.scores, strict=True)
         ]
         return list(zip(result.images, captions, strict=True)), ""
+
+
+def _sentence(exc: UserError) -> str:
+    """A UserError's one line as a sentence for the page: capital first letter, full stop."""
+    text = str(exc)
+    return f"{text[:1].upper()}{text[1:]}."
 
 
 def build_app(

@@ -106,8 +106,9 @@ def annotate_photo(
     working = work_size(size)
     annotation = condition.annotate(fit(photo, working))
     if annotation is None:
-        found = "no face" if "face" in condition.name else f"nothing for the {condition.name} condition"
-        raise UserError(f"{found} found in the photo; try a clearer, front-facing photo")
+        if "face" in condition.name:
+            raise UserError("no face found in the photo; try a clearer, front-facing photo")
+        raise UserError(f"the {condition.name} condition finds nothing in the photo; try another photo")
     rendered = condition.render(annotation, size=working).convert("RGB")
     return annotation, rendered.resize(size, Image.Resampling.LANCZOS)
 
