@@ -60,3 +60,12 @@ def test_push_to_hub_without_a_token_fails_before_training(small_model_dir, tmp_
     with pytest.raises(UserError, match="token"):
         run_training(train_args(small_model_dir, dataset, out, "--push_to_hub", "--max_train_steps=1"))
     assert not list(out.glob("*.safetensors")) and not (out / "metrics.jsonl").exists()
+
+
+def test_a_missing_validation_image_is_one_line_before_anything_is_written(small_model_dir, tmp_path):
+    dataset = make_dataset(tmp_path / "ds", n=2)
+    out = tmp_path / "out"
+    argv = train_args(small_model_dir, dataset, out, "--validation_prompt=a face")
+    with pytest.raises(UserError, match=r"^--validation_image not found: .*nowhere\.png$"):
+        run_training([*argv, "--validation_image", str(tmp_path / "nowhere.png")])
+    assert not out.exists()

@@ -289,6 +289,9 @@ def _training_inputs(config: TrainConfig, data, base, accelerator, weight_dtype)
 def train(config: TrainConfig) -> Path:
     """Train a ControlNet as the config says; returns output_dir (the ControlNet is saved at its root)."""
     config.validate()
+    missing = [path for path in config.validation_image or [] if not Path(path).is_file()]
+    if missing:  # here, not in validate(): a command line parses anywhere, training needs the files
+        raise UserError(f"--validation_image not found: {', '.join(missing)}")
     output_dir = prepare_output_dir(config.output_dir)
     resume_path = (
         checkpoints.resolve_resume(output_dir, config.resume_from_checkpoint)
