@@ -61,13 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--caption-prefix", default="", help="text put before every caption (e.g. a trigger word)"
     )
     build.add_argument("--caption-suffix", default="", help="text put after every caption")
-    build.add_argument("--image-column", default="image", help="the image column of a dataset source")
+    build.add_argument(
+        "--image-column", default="image", help="the image column of a dataset source (default: image)"
+    )
     build.add_argument("--split", default="train", help="the split of a dataset source (default: train)")
     build.add_argument(
         "--num-workers",
         type=int,
         default=1,
-        help="processes that annotate in parallel (Ray actors with --engine ray); 1 works in this process",
+        help="processes that annotate in parallel (Ray actors with --engine ray); 1 (the default) works in "
+        "this process",
     )
     build.add_argument(
         "--resume", action="store_true", help="continue an interrupted build (its OUT.partial folder)"
@@ -79,12 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resize the shorter side to R and centre-crop R x R before annotating (default: keep the "
         "photos as they came, original bytes)",
     )
-    build.add_argument("--seed", type=int, default=0, help="first seed of synthetic-faces")
+    build.add_argument("--seed", type=int, default=0, help="first seed of synthetic-faces (default: 0)")
     build.add_argument(
         "--landmarks",
         choices=("detector", "ground-truth"),
         default="detector",
-        help="ground-truth: use synthetic-faces' own landmarks instead of the detector",
+        help="ground-truth: use synthetic-faces' own landmarks instead of the detector (default: detector)",
     )
     build.add_argument(
         "--keep-empty",
@@ -98,10 +101,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="e.g. conditioning_image=spiga_seg,text=image_caption (controlkit.json records the names)",
     )
     build.add_argument(
-        "--engine", choices=("local", "ray"), default="local", help="local processes or Ray Data"
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local processes or Ray Data (default: local)",
     )
-    build.add_argument("--shard-size", type=int, default=256, help="inputs per resumable shard")
-    build.add_argument("--caption-batch-size", type=int, default=16, help="BLIP batch size")
+    build.add_argument(
+        "--shard-size", type=int, default=256, help="inputs per resumable shard (default: 256)"
+    )
+    build.add_argument("--caption-batch-size", type=int, default=16, help="BLIP batch size (default: 16)")
     build.add_argument(
         "--push-to-hub", metavar="REPO", help="publish the dataset and its card to this Hub repo"
     )
