@@ -1,3 +1,5 @@
+"""Small SD-shaped model folders load by path as a Hub id would, with the asked prediction type and words."""
+
 from diffusers import ControlNetModel, StableDiffusionPipeline
 
 from controlkit.models.small import SmallModelConfig, write_small_model
