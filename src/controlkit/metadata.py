@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from controlkit.errors import UserError
+
 METADATA_FILE = "controlkit.json"
 
 
@@ -26,7 +28,7 @@ def read_metadata(folder_or_repo: str | Path, repo_type: str = "model", revision
     local = Path(folder_or_repo)
     if local.exists():
         path = local / METADATA_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return _parse(path) if path.is_file() else {}
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -34,4 +36,14 @@ def read_metadata(folder_or_repo: str | Path, repo_type: str = "model", revision
         path = hf_hub_download(str(folder_or_repo), METADATA_FILE, repo_type=repo_type, revision=revision)
     except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError):
         return {}
-    return json.loads(Path(path).read_text())
+    return _parse(Path(path))
+
+
+def _parse(path: Path) -> dict:
+    try:
+        fields = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
+    if not isinstance(fields, dict):
+        raise UserError(f"{path} must hold a JSON object, not {type(fields).__name__}")
+    return fields
