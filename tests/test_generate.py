@@ -253,3 +253,14 @@ def test_a_condition_that_finds_nothing_says_so_by_name():
     navy = Image.new("RGB", (64, 64), "navy")
     with pytest.raises(UserError, match="^the white-square condition finds nothing in the photo"):
         annotate_photo(navy, WhiteSquare(), (64, 64))
+
+
+def test_a_controlnet_without_a_recorded_base_asks_for_base(tmp_path, monkeypatch):
+    from controlkit.infer.pipeline import load_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UserError, match=r"records no base model \(no controlkit.json\); pass --base MODEL"):
+        load_pipeline(tmp_path / "plain")
+    with pytest.raises(UserError, match="no controlkit.json, or the Hub is out of reach"):
+        load_pipeline("someone/not-cached-controlnet")

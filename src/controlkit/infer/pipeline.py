@@ -118,7 +118,8 @@ def load_pipeline(controlnet: str | Path, base: str | None = None, device: str |
     controlnet = str(controlnet)
     base = base or read_controlnet_info(controlnet).base_model
     if not base:
-        raise UserError(f"{controlnet} records no base model (controlkit.json); pass --base MODEL")
+        where = "" if Path(controlnet).exists() else ", or the Hub is out of reach"
+        raise UserError(f"{controlnet} records no base model (no controlkit.json{where}); pass --base MODEL")
     device = pick_device(device)
     dtype_name = str(pick_dtype(device)).removeprefix("torch.")
     return _load(controlnet, str(base), device, dtype_name)
