@@ -62,11 +62,11 @@ class QuickstartConfig:
 
     out: Path = Path("quickstart-out")
     images: int = 300
-    steps: int = 240
+    steps: int = 400
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     empty_prompts: float = 0.5
-    validation_every: int = 80
+    validation_every: int = 100
     validation_faces: int = 4
     eval_faces: int = 8
     eval_steps: int = 12
