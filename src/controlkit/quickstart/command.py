@@ -25,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--steps", type=int, default=d["steps"], help="ControlNet training steps (default: %(default)s)")
     add("--batch-size", type=int, default=d["batch_size"], help="training batch size (default: %(default)s)")
-    add("--learning-rate", type=float, default=d["learning_rate"], help="(default: %(default)s)")
+    add(
+        "--learning-rate",
+        type=float,
+        default=d["learning_rate"],
+        help="the ControlNet's learning rate (default: %(default)s)",
+    )
     add(
         "--empty-prompts",
         type=float,
@@ -43,7 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--eval-steps", type=int, default=d["eval_steps"], help="sampling steps when measuring adherence")
     add("--guidance", type=float, default=d["guidance"], help="classifier-free guidance when measuring")
     add("--base", default=d["base"], help="the base model (default: the shipped demo base)")
-    add("--seed", type=int, default=d["seed"])
+    add(
+        "--seed",
+        type=int,
+        default=d["seed"],
+        help="seed of the faces, the split and training (default: %(default)s)",
+    )
     add("--threads", type=int, help="torch CPU threads (default: 1 on a busy machine, else every core)")
     add("--overwrite", action="store_true", help="replace a non-empty --out")
 

@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults["render_size"],
         help="faces are drawn at this size, then reduced",
     )
-    add("--seed", type=int, default=defaults["seed"])
+    add(
+        "--seed",
+        type=int,
+        default=defaults["seed"],
+        help="seed of the faces and the weights (default: %(default)s)",
+    )
     add(
         "--unet-channels",
         type=_channels,
@@ -50,14 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--text-hidden-size", type=int, default=defaults["text_hidden_size"], help="CLIP text encoder width")
     add("--vae-steps", type=int, default=defaults["vae_steps"], help="VAE training steps (at most)")
     add("--vae-minutes", type=float, default=defaults["vae_minutes"], help="VAE training time cap in minutes")
-    add("--vae-batch-size", type=int, default=defaults["vae_batch_size"])
+    add("--vae-batch-size", type=int, default=defaults["vae_batch_size"], help="VAE batch size")
     add(
         "--vae-crop",
         type=int,
         default=defaults["vae_crop"],
         help="the VAE trains on random crops of this size",
     )
-    add("--vae-lr", type=float, default=defaults["vae_lr"])
+    add("--vae-lr", type=float, default=defaults["vae_lr"], help="VAE learning rate (AdamW)")
     add(
         "--kl-weight",
         type=float,
@@ -72,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults["lr"],
         help="UNet learning rate (AdamW, linear warm-up, then constant)",
     )
-    add("--warmup-steps", type=int, default=defaults["warmup_steps"])
+    add("--warmup-steps", type=int, default=defaults["warmup_steps"], help="UNet learning-rate warm-up steps")
     add(
         "--caption-dropout",
         type=float,
@@ -80,7 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="empty-prompt rate (for CFG)",
     )
     add("--snr-gamma", type=float, default=defaults["snr_gamma"], help="min-SNR loss weighting gamma")
-    add("--ema-max-decay", type=float, default=defaults["ema_max_decay"])
+    add(
+        "--ema-max-decay",
+        type=float,
+        default=defaults["ema_max_decay"],
+        help="upper bound of the UNet weights' EMA decay",
+    )
     add(
         "--time-budget-minutes",
         type=float,
