@@ -58,3 +58,15 @@ def small_controlnet_dir(small_model_dir, tmp_path_factory):
         },
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """The astronaut (a face dlib finds) and a plain sky-blue picture with no face at all, as files."""
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.new("RGB", (300, 200), (120, 160, 210)).save(folder / "sky.png")
+    return folder

@@ -12,7 +12,6 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
-from PIL import Image
 
 pytest.importorskip("dlib")
 pytest.importorskip("gradio")
@@ -54,16 +53,6 @@ def app_url(small_controlnet_dir, tmp_path_factory):
     url = launch_app(demo, port=free_port(), block=False)
     yield url
     demo.close()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("uploads")
-    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
-    Image.new("RGB", (320, 240), (120, 160, 210)).save(folder / "sky.png")
-    return folder
 
 
 def test_upload_photo_see_landmarks_generate_in_chromium(app_url, photos, tmp_path):

@@ -23,17 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """The astronaut (a face dlib finds) and a plain sky-blue picture with no face at all."""
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
-    Image.new("RGB", (300, 200), (120, 160, 210)).save(folder / "sky.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def photo_run(small_controlnet_dir, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "astronaut"
     result = generate(
