@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--learning-rate",
         type=float,
         default=d["learning_rate"],
-        help="the ControlNet's learning rate (default: %(default)s)",
+        help="the ControlNet's learning rate, decayed to 0 over --steps by a cosine (default: %(default)s)",
     )
     add(
         "--empty-prompts",

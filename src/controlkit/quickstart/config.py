@@ -21,25 +21,26 @@ class PretrainConfig:
     render_size: int = 128
     seed: int = 0
     unet_channels: tuple[int, ...] = (32, 64, 64)
-    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    vae_channels: tuple[int, ...] = (32, 64, 64)
     text_hidden_size: int = 64
-    vae_steps: int = 3000
-    vae_minutes: float = 15.0
-    vae_batch_size: int = 8
-    vae_crop: int = 32
+    vae_steps: int = 1_000_000
+    vae_minutes: float = 1.5
+    vae_batch_size: int = 64
+    vae_crop: int = 64
     vae_lr: float = 2e-3
     kl_weight: float = 2e-5
     unet_steps: int = 1_000_000
-    batch_size: int = 32
+    batch_size: int = 128
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 200
     caption_dropout: float = 0.1
     snr_gamma: float = 5.0
     ema_max_decay: float = 0.999
-    time_budget_minutes: float = 65.0
-    checkpoint_minutes: float = 5.0
+    time_budget_minutes: float = 11.0
+    checkpoint_minutes: float = 2.5
     threads: int = 1
     sample_steps: int = 25
+    device: str = "auto"
     command: str = field(default_factory=lambda: shlex.join(["controlkit", *sys.argv[1:]]))
 
     def __post_init__(self) -> None:
@@ -47,8 +48,8 @@ class PretrainConfig:
         self.work_dir = Path(self.work_dir) if self.work_dir else self.out.with_name(self.out.name + "-work")
         if self.resolution % 8:
             raise UserError(f"--resolution must be a multiple of 8, got {self.resolution}")
-        if len(self.vae_channels) != 4:
-            raise UserError("--vae-channels needs exactly 4 values: the VAE must downsample 8x, as SD's does")
+        if len(self.vae_channels) not in (3, 4):
+            raise UserError("--vae-channels needs 3 values (4x downsampling) or 4 (8x, as SD's VAE)")
         if self.vae_crop > self.resolution or self.vae_crop % 8:
             raise UserError(f"--vae-crop must be a multiple of 8, at most --resolution; got {self.vae_crop}")
 
@@ -61,12 +62,12 @@ class QuickstartConfig:
     """Settings of `controlkit quickstart`; the defaults finish in under 10 minutes on 2 CPU cores."""
 
     out: Path = Path("quickstart-out")
-    images: int = 300
-    steps: int = 400
+    images: int = 1000
+    steps: int = 800
     batch_size: int = 8
     learning_rate: float = 3e-3
     empty_prompts: float = 0.5
-    validation_every: int = 100
+    validation_every: int = 200
     validation_faces: int = 4
     eval_faces: int = 8
     eval_steps: int = 12

@@ -1,4 +1,4 @@
-"""Train the small demo base (UNet, VAE, text encoder, tokenizer, scheduler) on synthetic faces, on a CPU.
+"""Train the small demo base (UNet, VAE, text encoder, tokenizer, scheduler) on synthetic faces (CPU or GPU).
 
 Resumable: run the same command again to continue from the last checkpoint in the work folder. It stops on its
 time budget, saves, and writes the EMA pipeline with PROVENANCE.json, README.md, samples.png and the loss log.
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--vae-channels",
         type=_channels,
         default=defaults["vae_channels"],
-        help="4 VAE block widths (8x downsampling)",
+        help="3 VAE block widths (4x downsampling) or 4 (8x, as SD's VAE)",
     )
     add("--text-hidden-size", type=int, default=defaults["text_hidden_size"], help="CLIP text encoder width")
     add("--vae-steps", type=int, default=defaults["vae_steps"], help="VAE training steps (at most)")
@@ -114,6 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="instead of pretraining: fine-tune the decoder of a finished VAE phase this long (encoder"
         " frozen), then write it into OUT (run it again after the main run if OUT was still being written)",
+    )
+    add(
+        "--device",
+        default=defaults["device"],
+        help="cpu, cuda, cuda:N or auto (the GPU when there is one; default: %(default)s)",
     )
     add("--sample-steps", type=int, default=defaults["sample_steps"], help="DDIM steps for samples.png")
 
