@@ -1,6 +1,6 @@
 """Proof that quickstart's ControlNet learns control: adherence on held-out synthetic faces, three ways.
 
-    python benchmarks/quickstart_control.py [--out quickstart-out] [--reuse] [--faces 32] [--json FILE]
+    python benchmarks/quickstart_control.py [--out DIR] [--reuse | --overwrite] [--faces 32] [--json FILE]
 
 Runs `controlkit quickstart` (or, with --reuse, takes the ControlNet an earlier run left in --out), then
 generates from held-out faces (a seed stream the dataset never used) with the ControlNet given the right
@@ -19,7 +19,7 @@ from pathlib import Path
 from controlkit.quickstart.adherence import CASES, control_panel, control_test, held_out_faces, load_pipeline
 from controlkit.quickstart.config import QuickstartConfig
 from controlkit.quickstart.regressor import RegressorDetector
-from controlkit.quickstart.report import BENCHMARK_FILE, write_report
+from controlkit.quickstart.report import BENCHMARK_FILE, SUMMARY_FILE, write_report
 from controlkit.quickstart.run import HELD_OUT_SEED_OFFSET, run_quickstart
 
 
@@ -27,7 +27,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("quickstart-out"))
     parser.add_argument("--reuse", action="store_true", help="measure the ControlNet already in --out")
-    parser.add_argument("--base", default=QuickstartConfig.base, help="default: the shipped demo base")
+    parser.add_argument("--base", help="default: the base of the run in --out, else the shipped demo base")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (no --reuse)")
     parser.add_argument("--faces", type=int, default=32, help="held-out faces per case")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=3.0)
@@ -41,7 +42,11 @@ def main() -> None:
     from diffusers import ControlNetModel
 
     started = time.monotonic()
-    config = QuickstartConfig(out=args.out, base=args.base, overwrite=not args.reuse)
+    base = args.base or QuickstartConfig.base
+    summary = args.out / SUMMARY_FILE
+    if args.reuse and not args.base and summary.is_file():
+        base = json.loads(summary.read_text())["config"]["base"]  # the base that ControlNet was trained on
+    config = QuickstartConfig(out=args.out, base=base, overwrite=args.overwrite)
     if not args.reuse:
         run_quickstart(config)
     torch.set_num_threads(1)

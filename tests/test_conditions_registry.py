@@ -42,3 +42,8 @@ def test_options_a_condition_does_not_take_are_one_clear_error():
     ):
         registry.get("canny", foo=1)
     assert registry.get("canny", low_threshold=50).low_threshold == 50
+
+
+def test_a_bad_option_value_is_one_line_error():
+    with pytest.raises(UserError, match="bad option value"):
+        registry.get("canny", low_threshold="abc")

@@ -141,6 +141,20 @@ def test_every_input_skipped_is_one_clear_error(tmp_path):
         build(root, tmp_path)
 
 
+def test_a_broken_setup_stops_the_build_instead_of_skipping_every_input(photos, tmp_path, monkeypatch):
+    def annotate(self, image):
+        raise UserError("the detector's weights were not found")
+
+    monkeypatch.setattr(WhiteSquare, "annotate", annotate)
+    with pytest.raises(UserError, match="weights were not found"):
+        build(photos, tmp_path)
+
+
+def test_a_caption_batch_size_below_one_is_one_line_error(photos, tmp_path):
+    with pytest.raises(UserError, match="caption-batch-size"):
+        build(photos, tmp_path, caption_batch_size=0)
+
+
 def test_a_missing_source_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         build_dataset(BuildConfig(source=str(tmp_path / "nowhere"), out=str(tmp_path / "o"), progress=False))

@@ -154,6 +154,19 @@ def test_out_folder_with_files_is_refused_unless_overwrite(small_controlnet_dir,
     assert sorted(p.name for p in tmp_path.glob("image-*.png")) == ["image-00.png"]
 
 
+def test_an_out_folder_under_a_file_is_refused_before_generating(small_controlnet_dir, photos, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UserError, match="not a folder this user can write to"):
+        generate(
+            small_controlnet_dir,
+            "x",
+            image=photos / "astronaut.png",
+            steps=1,
+            num_images=1,
+            out=tmp_path / "a-file" / "results",
+        )
+
+
 def test_missing_photo_and_missing_condition_are_user_errors(small_controlnet_dir, tmp_path):
     with pytest.raises(UserError, match="not found"):
         generate(small_controlnet_dir, "x", image=tmp_path / "nope.jpg")
@@ -209,6 +222,11 @@ def test_a_bad_or_unavailable_device_is_a_user_error(monkeypatch):
     assert pick_device("cpu") == "cpu"
     with pytest.raises(UserError, match="unknown --device 'gpu0'"):
         pick_device("gpu0")
+    with pytest.raises(UserError, match="unknown --device 'meta'"):
+        pick_device("meta")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="MPS is not available"):
+        pick_device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="no CUDA GPU"):
         pick_device("cuda:1")

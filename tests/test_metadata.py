@@ -20,3 +20,8 @@ def test_a_damaged_file_is_a_user_error_naming_it(tmp_path, text, message):
     (tmp_path / METADATA_FILE).write_text(text)
     with pytest.raises(UserError, match=f"controlkit.json.*{message}"):
         read_metadata(tmp_path)
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_id_is_a_user_error():
+    with pytest.raises(UserError, match="neither a folder here nor a valid Hub id"):
+        read_metadata("my model/v1")

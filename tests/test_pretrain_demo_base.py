@@ -10,8 +10,8 @@ from diffusers import ControlNetModel, StableDiffusionPipeline
 
 from controlkit.cli import main
 from controlkit.errors import UserError
+from controlkit.infer.pipeline import pick_device
 from controlkit.quickstart.config import PretrainConfig
-from controlkit.quickstart.pretrain import resolve_device
 
 
 def tiny(out, unet_steps: int) -> list[str]:
@@ -53,6 +53,8 @@ def test_rerun_resumes_from_the_checkpoint(tiny_base):
     assert main(tiny(tiny_base, unet_steps=6)) == 0
     provenance = json.loads((tiny_base / "PROVENANCE.json").read_text())
     assert provenance["unet_steps"] == 6  # continued from step 4, not from scratch
+    records = [json.loads(line) for line in (tiny_base / "loss.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records].count("vae") == 1  # the VAE phase did not run again
     after = StableDiffusionPipeline.from_pretrained(tiny_base).unet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
@@ -64,5 +66,23 @@ def test_bad_settings_are_one_line_errors():
         PretrainConfig(vae_channels=(8, 8))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
-            resolve_device("cuda")
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+            pick_device("cuda")
+
+
+def test_a_budget_spent_in_the_vae_phase_stops_there_and_resumes(tmp_path, capsys):
+    out = tmp_path / "base"
+    assert main([*tiny(out, unet_steps=2), "--time-budget-minutes", "0"]) == 0
+    assert "VAE phase" in capsys.readouterr().out and not (out / "model_index.json").exists()
+    saved = torch.load(tmp_path / "base-work" / "checkpoint.pt", weights_only=True)
+    assert saved["state"]["phase"] == "vae" and "vae_optimizer" in saved
+    assert main(tiny(out, unet_steps=2)) == 0
+    provenance = json.loads((out / "PROVENANCE.json").read_text())
+    assert provenance["unet_steps"] == 2 and provenance["final_vae_reconstruction_loss"] > 0
+
+
+def test_device_and_missing_checkpoint_are_one_line_errors(tmp_path, capsys):
+    assert main([*tiny(tmp_path / "a", unet_steps=1), "--device", "gpu"]) == 2
+    assert not (tmp_path / "a").exists()  # checked before any folder is made
+    assert main([*tiny(tmp_path / "b", unet_steps=1), "--finetune-decoder-minutes", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown --device 'gpu'" in err and "no finished VAE phase" in err and "Traceback" not in err

@@ -65,6 +65,11 @@ def test_refuses_a_non_empty_out_without_overwrite(quickstart_out, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_a_base_folder_without_a_pipeline_is_one_line_error(tmp_path, capsys):
+    assert main(["quickstart", "--base", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "model_index.json is missing" in capsys.readouterr().err
+
+
 def test_ships_a_small_demo_base_with_provenance():
     size = sum(p.stat().st_size for p in DEMO_BASE.rglob("*") if p.is_file())
     assert size <= 30_000_000

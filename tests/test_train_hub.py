@@ -135,11 +135,6 @@ def test_missing_token_is_one_line_before_any_network(tmp_path, no_saved_login, 
     assert "\n" not in str(error.value)
 
 
-def test_hub_token_with_wandb_is_refused(tmp_path, no_saved_login):
-    with pytest.raises(UserError, match="wandb"):
-        hub.check_push_access(make_config(tmp_path, hub_token="hf_x", report_to="wandb"))
-
-
 def fake_hub(monkeypatch, user=None, whoami_error=None):
     created = []
 

@@ -23,6 +23,11 @@ def write_metadata(folder: str | Path, fields: dict[str, Any]) -> Path:
     return path
 
 
+def is_hub_id(name: str) -> bool:
+    """``owner/name`` that is not a path here: where local and Hub names part ways in every stage."""
+    return not Path(name).exists() and not name.startswith((".", "/", "~")) and name.count("/") == 1
+
+
 def read_metadata(folder_or_repo: str | Path, repo_type: str = "model", revision: str | None = None) -> dict:
     """The metadata of a local folder or Hub repo; {} when there is none."""
     local = Path(folder_or_repo)
@@ -30,10 +35,17 @@ def read_metadata(folder_or_repo: str | Path, repo_type: str = "model", revision
         path = local / METADATA_FILE
         return _parse(path) if path.is_file() else {}
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         path = hf_hub_download(str(folder_or_repo), METADATA_FILE, repo_type=repo_type, revision=revision)
+    except HFValidationError as exc:
+        raise UserError(f"{folder_or_repo} is neither a folder here nor a valid Hub id") from exc
     except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError):
         return {}
     return _parse(Path(path))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from controlkit.conditions.base import Annotation, Condition
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 
 ENTRY_POINT_GROUP = "controlkit.conditions"
 
@@ -74,4 +74,9 @@ def get(name: str, **options: object) -> Condition:
             f"condition {name!r} does not take these options {sorted(options)}; "
             f"its options: {', '.join(accepted) or 'none'}"
         ) from exc
-    return factory(**options)
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as exc:
+        if not options:
+            raise
+        raise UserError(f"condition {name!r}: bad option value in {options}: {first_line(exc)}") from exc

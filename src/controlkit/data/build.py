@@ -35,7 +35,7 @@ from controlkit.data.pairs import (
 )
 from controlkit.data.shards import ShardStore, work_dir_for
 from controlkit.data.sources import SYNTHETIC, InputItem, open_source
-from controlkit.errors import UserError
+from controlkit.errors import UserError, first_line
 from controlkit.metadata import write_metadata
 
 COLUMNS = ("image", "conditioning_image", "text", "annotation", "source")
@@ -100,8 +100,8 @@ def _validate(config: BuildConfig) -> None:
         config.source != SYNTHETIC or config.condition != "face-landmarks"
     ):
         raise UserError(f"--landmarks ground-truth needs --source {SYNTHETIC} and --condition face-landmarks")
-    if config.num_workers < 1 or config.shard_size < 1:
-        raise UserError("--num-workers and --shard-size must be at least 1")
+    if min(config.num_workers, config.shard_size, config.caption_batch_size) < 1:
+        raise UserError("--num-workers, --shard-size and --caption-batch-size must be at least 1")
     if config.resolution is not None and config.resolution < 8:
         raise UserError(f"--resolution must be at least 8 pixels, not {config.resolution}")
     if config.limit is not None and config.limit < 1:
@@ -436,14 +436,18 @@ def publish(folder: Path, repo: str) -> str:
     """Push the dataset, then its card, preview and controlkit.json, to a Hub dataset repo."""
     import datasets
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HTTPError
 
-    datasets.load_from_disk(str(folder)).push_to_hub(repo)
-    HfApi().upload_folder(
-        repo_id=repo,
-        repo_type="dataset",
-        folder_path=str(folder),
-        allow_patterns=["README.md", "preview.png", "controlkit.json"],
-    )
+    try:
+        datasets.load_from_disk(str(folder)).push_to_hub(repo)
+        HfApi().upload_folder(
+            repo_id=repo,
+            repo_type="dataset",
+            folder_path=str(folder),
+            allow_patterns=["README.md", "preview.png", "controlkit.json"],
+        )
+    except (OSError, HTTPError) as exc:
+        raise UserError(f"--push-to-hub {repo}: {first_line(exc)}; the dataset is saved in {folder}") from exc
     return f"https://huggingface.co/datasets/{repo}"
 
 

@@ -21,7 +21,6 @@ class Captioner:
 
     needs_images = False
     description = ""
-    column: str | None = None
 
     def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
         raise NotImplementedError
@@ -96,7 +95,7 @@ class Framed(Captioner):
 
     def __init__(self, inner: Captioner, prefix: str, suffix: str):
         self.inner, self.prefix, self.suffix = inner, prefix, suffix
-        self.needs_images, self.column = inner.needs_images, inner.column
+        self.needs_images = inner.needs_images
         self.description = inner.description + (f", prefix {prefix!r}" if prefix else "")
         self.description += f", suffix {suffix!r}" if suffix else ""
 

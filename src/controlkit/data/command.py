@@ -118,32 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from controlkit.data.build import BuildConfig, build_dataset
 
-    config = BuildConfig(
-        source=args.source,
-        out=args.out,
-        condition=args.condition,
-        condition_options=args.condition_options,
-        captioner=args.captioner,
-        image_column=args.image_column,
-        split=args.split,
-        num_workers=args.num_workers,
-        resume=args.resume,
-        limit=args.limit,
-        resolution=args.resolution,
-        seed=args.seed,
-        push_to_hub=args.push_to_hub,
-        landmarks=args.landmarks,
-        keep_empty=args.keep_empty,
-        caption_prefix=args.caption_prefix,
-        caption_suffix=args.caption_suffix,
-        rename_columns=args.rename_columns,
-        engine=args.engine,
-        shard_size=args.shard_size,
-        caption_batch_size=args.caption_batch_size,
-        progress=not args.no_progress,
-    )
+    names = {f.name for f in fields(BuildConfig)} - {"progress"}
+    config = BuildConfig(**{name: getattr(args, name) for name in names}, progress=not args.no_progress)
     report = build_dataset(config)
     print(report.out)
     return 0

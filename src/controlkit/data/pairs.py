@@ -2,6 +2,8 @@
 
 It is a picklable callable built once per worker process (the condition and its detector load once),
 and it never raises on a bad input: it returns a result whose ``reason`` says why the input was skipped.
+A broken set-up (a ``UserError``: a missing extra, detector weights not found) is not the input's fault,
+so it stops the build instead of skipping, and recording as done, every input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from controlkit.conditions.geometry import resize_center_crop_image
 from controlkit.data.sources import InputItem
+from controlkit.errors import UserError
 
 NO_FACE = "nothing found by the condition"
 DEFAULT_SYNTHETIC_SIZE = 256
@@ -68,13 +72,6 @@ def decode(data: bytes) -> tuple[Image.Image, str | None]:
     return image, image_format
 
 
-def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """Shorter side to ``resolution``, then the centred square, as the trainer's transforms do."""
-    from controlkit.conditions.geometry import resize_center_crop_image
-
-    return resize_center_crop_image(image, (resolution, resolution))
-
-
 class PairMaker:
     """Callable ``InputItem -> PairResult``; build one per process."""
 
@@ -90,12 +87,16 @@ class PairMaker:
             return  # the detector is never called
         try:
             self.condition.annotate(Image.new("RGB", (64, 64)))
+        except UserError:
+            raise
         except Exception:  # a condition that cannot annotate a blank picture fails later, per input
             pass
 
     def __call__(self, item: InputItem) -> PairResult:
         try:
             return self._make(item)
+        except UserError:
+            raise
         except Exception as exc:  # one bad input must never stop the build
             return PairResult(item.key, item.source, reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
@@ -120,7 +121,7 @@ class PairMaker:
             except Exception as exc:
                 return PairResult(item.key, item.source, reason=f"cannot decode image: {exc}".splitlines()[0])
             if settings.resolution and image.size != (settings.resolution,) * 2:
-                image = resize_center_crop(image, settings.resolution)
+                image = resize_center_crop_image(image, (settings.resolution, settings.resolution))
                 data = _encode_like(image, image_format)
             ground_truth = None
         annotation = ground_truth if settings.landmarks == "ground-truth" else self.condition.annotate(image)

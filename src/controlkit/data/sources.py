@@ -33,7 +33,6 @@ class InputItem:
 class Source:
     """A finite, ordered list of inputs."""
 
-    kind: str
     description: str
     columns: tuple[str, ...] = ()
 
@@ -46,8 +45,6 @@ class Source:
 
 class FolderSource(Source):
     """Every jpg/png/webp/bmp file under a folder, recursively, in sorted order; hidden folders skipped."""
-
-    kind = "folder"
 
     def __init__(self, root: Path):
         self.root = root.resolve()
@@ -72,8 +69,6 @@ class FolderSource(Source):
 
 class HFDatasetSource(Source):
     """One split of a ``datasets`` dataset (saved folder, local dataset folder or Hub id)."""
-
-    kind = "hf-dataset"
 
     def __init__(self, name: str, split: str, image_column: str, keep_columns: tuple[str, ...]):
         import datasets
@@ -121,8 +116,6 @@ class HFDatasetSource(Source):
 
 class SyntheticSource(Source):
     """The first ``n`` procedural faces of the stream ``synthetic_faces(n, seed)`` draws."""
-
-    kind = SYNTHETIC
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed = n, seed

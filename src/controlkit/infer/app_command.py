@@ -21,14 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controlkit.errors import require
-
-    require("gradio", "app")
     from controlkit.infer.app import build_app, launch_app
     from controlkit.infer.pipeline import load_pipeline
 
+    # Building the app checks gradio and the condition, so a bad flag fails before the model loads.
+    demo = build_app(args.controlnet, args.base, condition=args.condition, device=args.device)
     print(f"loading {args.controlnet} ...")
     load_pipeline(args.controlnet, base=args.base, device=args.device)
-    demo = build_app(args.controlnet, args.base, condition=args.condition, device=args.device)
     launch_app(demo, host=args.host, port=args.port, share=args.share)
     return 0

@@ -213,6 +213,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out {out} already holds files; choose a new folder or pass --overwrite")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise UserError(f"cannot write --out {out}: {ancestor} is not a folder this user can write to")
 
 
 def _finite(value: float) -> float | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controlkit.errors import UserError, first_line
-from controlkit.metadata import read_metadata
+from controlkit.metadata import is_hub_id, read_metadata
 
 DEFAULT_RESOLUTION = 512
 
@@ -33,7 +33,7 @@ class ControlNetInfo:
 def read_controlnet_info(controlnet: str | Path) -> ControlNetInfo:
     """The ControlNet's recorded base model, condition and training resolution."""
     name = str(controlnet)
-    if not Path(name).exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+    if not Path(name).exists() and not is_hub_id(name):
         raise UserError(f"ControlNet not found: {name} (give a folder from `controlkit train` or a Hub id)")
     meta = read_metadata(controlnet, repo_type="model")
     return ControlNetInfo(
@@ -54,8 +54,15 @@ def pick_device(device: str | None = None) -> str:
             kind = torch.device(device).type
         except RuntimeError as exc:
             raise UserError(f"unknown --device {device!r}; use cuda, cuda:N, mps or cpu") from exc
+        if kind not in ("cpu", "cuda", "mps"):
+            raise UserError(f"unknown --device {device!r}; use cuda, cuda:N, mps or cpu")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise UserError(f"--device {device}: Apple's MPS is not available here")
         if kind == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {device}: no CUDA GPU is available here")
+        index = torch.device(device).index
+        if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here")
         return device
     if torch.cuda.is_available():
         return "cuda"

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from controlkit.errors import UserError
+from controlkit.infer.pipeline import pick_device
 from controlkit.quickstart.config import PretrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -152,8 +153,11 @@ class _Run:
         self.last_checkpoint = time.monotonic()
 
 
-def _train_vae(run: _Run, vae, images: torch.Tensor) -> None:
-    """Reconstruction (L1 + MSE) with a small KL term, on random crops with random flips."""
+def _train_vae(run: _Run, vae, images: torch.Tensor) -> bool:
+    """Reconstruction (L1 + MSE) with a small KL term, on random crops with random flips.
+
+    False when the run's time budget ran out first (the VAE and its optimizer are saved to resume).
+    """
     config, state = run.config, run.state
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
@@ -198,6 +202,10 @@ def _train_vae(run: _Run, vae, images: torch.Tensor) -> None:
     bar.close()
     state.vae_seconds = phase_base + time.monotonic() - phase_start
     vae.eval()
+    if run.out_of_time():
+        run.save({"vae": vae.state_dict(), "vae_optimizer": optimizer.state_dict()})
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -355,7 +363,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _machine(config: PretrainConfig) -> dict:
-    device = torch.device(resolve_device(config.device))
+    device = torch.device(pick_device(None if config.device == "auto" else config.device))
     if device.type == "cuda":
         trained_on = torch.cuda.get_device_name(device)
     else:
@@ -420,30 +428,23 @@ Made by:
     )
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` is the GPU when there is one: the same command then trains the base in minutes."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: torch sees no CUDA GPU here")
-    return name
-
-
 def pretrain(config: PretrainConfig) -> Path:
     """Run (or resume) pretraining and return the output folder, a loadable diffusers pipeline."""
+    device = torch.device(pick_device(None if config.device == "auto" else config.device))
     torch.set_num_threads(config.threads)
     config.work_dir.mkdir(parents=True, exist_ok=True)
     config.out.mkdir(parents=True, exist_ok=True)
     run = _Run(config)
     state = run.state
-    device = torch.device(resolve_device(config.device))
     torch.backends.cuda.matmul.allow_tf32 = True
     pipe = _initial_pipeline(config).to(device)
     pipe.text_encoder.requires_grad_(False)
     images, captions = _face_images(config)
     images = images.to(device)
     if state.phase == "vae":
-        _train_vae(run, pipe.vae, images)
+        if not _train_vae(run, pipe.vae, images):
+            print("the time budget ran out in the VAE phase; run the same command again to continue")
+            return config.out
         state.phase, state.step = "unet", 0
         run.saved = {}
         run.save({"vae": pipe.vae.state_dict()})
@@ -494,9 +495,9 @@ def finetune_decoder(config: PretrainConfig, minutes: float, lr: float = 5e-4) -
     path = config.work_dir / DECODER_FILE
     info_path = path.with_suffix(".json")
     if not path.is_file():
-        saved = torch.load(config.work_dir / CHECKPOINT, weights_only=True)
-        if saved["state"]["phase"] != "unet":
-            raise UserError("the VAE phase has not finished yet; run pretrain-demo-base first")
+        saved = _Run(config).saved
+        if saved.get("state", {}).get("phase") != "unet":
+            raise UserError(f"no finished VAE phase in {config.work_dir}; run pretrain-demo-base first")
         vae = _initial_pipeline(config).vae
         vae.load_state_dict(saved["vae"])
         vae.encoder.requires_grad_(False)

@@ -147,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         from controlkit.quickstart.pretrain import finetune_decoder
 
         config.command += f" --finetune-decoder-minutes {args.finetune_decoder_minutes:g}"
-        out = finetune_decoder(config, args.finetune_decoder_minutes)
+        print(f"decoder fine-tuned: {finetune_decoder(config, args.finetune_decoder_minutes)}")
         return 0
     out = pretrain(config)
-    print(f"demo base written to {out} (provenance: {out / 'PROVENANCE.json'})")
+    if (out / "model_index.json").is_file():
+        print(f"demo base written to {out} (provenance: {out / 'PROVENANCE.json'})")
     return 0

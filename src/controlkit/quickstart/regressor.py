@@ -86,9 +86,7 @@ class LandmarkRegressor(nn.Module):
 
 
 def to_tensor(images: list[Image.Image], resolution: int) -> torch.Tensor:
-    arrays = [
-        np.asarray(i.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)) for i in images
-    ]
+    arrays = [np.asarray(downsample_face(image, resolution)) for image in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from controlkit.errors import UserError, first_line
 CONFIG_FILE_NAME = "train_config.yaml"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "wandb", "all", "none")
+PRIVATE_FIELDS = ("config", "hub_token")
 
 
 def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -230,6 +230,10 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without the token and the config file's own path: what logs, cards and reruns show."""
+        return {k: v for k, v in self.to_dict().items() if k not in PRIVATE_FIELDS}
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -276,21 +280,15 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    try:
-        if path.suffix == ".toml":
-            raw = tomllib.loads(path.read_text())
-        elif path.suffix in (".yaml", ".yml", ".json"):
-            import yaml
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise UserError(f"config file must be .yaml, .yml, .json or .toml: {path}")
+    import yaml
 
-            raw = yaml.safe_load(path.read_text()) or {}
-        else:
-            raise UserError(f"config file must be .yaml, .yml or .toml: {path}")
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+    except (ValueError, yaml.YAMLError) as exc:  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"cannot parse config file {path}: {first_line(exc)}") from exc
-    except Exception as exc:
-        if type(exc).__module__.startswith("yaml"):
-            raise UserError(f"cannot parse config file {path}: {first_line(exc)}") from exc
-        raise
     if not isinstance(raw, dict):
         raise UserError(f"config file {path} must hold a mapping of flag names to values")
     values: dict[str, Any] = {}
@@ -322,7 +320,6 @@ def write_effective_config(config: TrainConfig, output_dir: str | os.PathLike) -
     """Write the merged configuration; `--config` on this file reruns the same training."""
     import yaml
 
-    values = {k: v for k, v in config.to_dict().items() if k not in ("config", "hub_token")}
     path = Path(output_dir) / CONFIG_FILE_NAME
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False))
+    path.write_text(yaml.safe_dump(config.public_dict(), sort_keys=False))
     return path

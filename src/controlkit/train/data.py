@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from controlkit.conditions.geometry import resize_center_crop_geometry
 from controlkit.errors import UserError, first_line
 from controlkit.metadata import read_metadata
 
@@ -30,11 +31,6 @@ _DEFAULT_COLUMNS = {
     "image_column": "image",
     "conditioning_image_column": "conditioning_image",
     "caption_column": "text",
-}
-_METADATA_COLUMNS = {
-    "image_column": "image_column",
-    "conditioning_image_column": "conditioning_image_column",
-    "caption_column": "caption_column",
 }
 
 
@@ -184,8 +180,8 @@ def _resolve_columns(config, dataset, metadata: dict) -> dict[str, str]:
     columns = {}
     for flag, default in _DEFAULT_COLUMNS.items():
         value = getattr(config, flag)
-        if value == default and metadata.get(_METADATA_COLUMNS[flag]):
-            value = metadata[_METADATA_COLUMNS[flag]]
+        if value == default and metadata.get(flag):
+            value = metadata[flag]
         if value not in dataset.column_names:
             raise UserError(
                 f"column {value!r} (--{flag}) is not in the dataset; "
@@ -252,14 +248,8 @@ def _undecodable_rows(
 
 def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Resize the short side to ``resolution`` (bilinear, antialiased) and cut the center square."""
-    image = image.convert("RGB")
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+    geometry = resize_center_crop_geometry(image.size, (resolution, resolution))
+    return geometry.image(image.convert("RGB"), Image.Resampling.BILINEAR)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -279,11 +269,8 @@ def pick_caption(value: Any, index: int, seed: int | None, column: str) -> str:
 class PairedImages(torch.utils.data.Dataset):
     """Rows -> tensors: pixel_values [-1,1], conditioning_pixel_values [0,1], input_ids, index."""
 
-    def __init__(
-        self, data: TrainingData, resolution: int, tokenizer, seed: int | None, with_targets: bool = True
-    ):
+    def __init__(self, data: TrainingData, resolution: int, tokenizer, seed: int | None):
         self.data, self.resolution, self.tokenizer, self.seed = data, resolution, tokenizer, seed
-        self.with_targets = with_targets
 
     def __len__(self) -> int:
         return len(self.data.dataset)
@@ -301,10 +288,11 @@ class PairedImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         # One read per row: decoding the images dominates the data loader's time.
         row = self.data.dataset[index]
-        item = {"index": index, "conditioning_pixel_values": self.conditioning(index, row)}
-        if self.with_targets:
-            item.update(self.target(index, row))
-        return item
+        return {
+            "index": index,
+            "conditioning_pixel_values": self.conditioning(index, row),
+            **self.target(index, row),
+        }
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:

@@ -7,16 +7,15 @@ uploaded: never ``checkpoint-*``, optimizer state, logs or the effective config 
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import shlex
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from controlkit import __version__
 from controlkit.errors import UserError, first_line
+from controlkit.metadata import is_hub_id
 
 TAGS = ["controlnet", "diffusers", "stable-diffusion", "controlkit"]
 
@@ -41,8 +40,6 @@ KNOWN_LICENSES = {
 }
 """Licenses of the usual base models, so the card is right without a network call."""
 
-SECRET_WORDS = ("token", "secret", "password")
-
 
 def _hub_errors() -> tuple[type[Exception], ...]:
     from huggingface_hub.errors import HTTPError
@@ -63,11 +60,6 @@ def check_push_access(config) -> str:
     """
     from huggingface_hub import HfApi, get_token
 
-    if config.hub_token and "wandb" in str(config.report_to).split(","):
-        raise UserError(
-            "--hub_token cannot be used with --report_to wandb (the token would be logged); "
-            "log in with `hf auth login` instead"
-        )
     token = config.hub_token or get_token()
     if not token:
         raise UserError(
@@ -97,24 +89,6 @@ def check_push_access(config) -> str:
         raise UserError(f"--push_to_hub: cannot create or use the repo {name} ({first_line(exc)})") from exc
 
 
-def _config_fields(config) -> dict[str, Any]:
-    fields = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(vars(config))
-    return {
-        key: _plain(value)
-        for key, value in fields.items()
-        if value is not None and not any(word in key.lower() for word in SECRET_WORDS)
-    }
-
-
-def _plain(value: Any) -> Any:
-    """A value YAML can write: paths as strings, tuples as lists."""
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    return value if isinstance(value, str | int | float | bool) else str(value)
-
-
 def base_license(base_model: str) -> str | None:
     """The base model's license when known: a table of common bases, or a local folder's model card."""
     if base_model in KNOWN_LICENSES:
@@ -127,10 +101,6 @@ def base_license(base_model: str) -> str | None:
     return None
 
 
-def _is_hub_id(name: str | None) -> bool:
-    return bool(name) and not Path(name).exists() and name.count("/") == 1
-
-
 def write_model_card(output_dir: str | Path, config, metadata: dict) -> Path:
     """Write ``output_dir/README.md``: YAML front matter (base model, dataset, tags, license) and usage."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -141,8 +111,8 @@ def write_model_card(output_dir: str | Path, config, metadata: dict) -> Path:
     condition = metadata.get("condition")
     repo_id = repo_name(config)
     data = ModelCardData(
-        base_model=base if _is_hub_id(base) else None,
-        datasets=[dataset] if _is_hub_id(dataset) else None,
+        base_model=base if base and is_hub_id(base) else None,
+        datasets=[dataset] if dataset and is_hub_id(dataset) else None,
         license=base_license(base),
         library_name="diffusers",
         pipeline_tag="text-to-image",
@@ -220,7 +190,11 @@ def _body(repo_id, base, dataset, condition, metadata, config, grids) -> str:
         "## Training flags",
         "",
         "```yaml",
-        yaml.safe_dump(_config_fields(config), sort_keys=True, default_flow_style=False).rstrip(),
+        yaml.safe_dump(
+            {k: v for k, v in config.public_dict().items() if v is not None},
+            sort_keys=True,
+            default_flow_style=False,
+        ).rstrip(),
         "```",
         "",
     ]
@@ -248,6 +222,12 @@ def push_to_hub(output_dir: str | Path, repo_id: str, token: str | None) -> None
 
     root = Path(output_dir)
     operations = [CommitOperationAdd(path, root / path) for path in upload_file_list(root)]
-    HfApi(token=token).create_commit(
-        repo_id, operations, commit_message="Upload ControlNet trained with controlkit"
-    )
+    try:
+        HfApi(token=token).create_commit(
+            repo_id, operations, commit_message="Upload ControlNet trained with controlkit"
+        )
+    except _hub_errors() as exc:
+        raise UserError(
+            f"--push_to_hub: upload to {repo_id} failed ({first_line(exc)}); "
+            f"the ControlNet is saved in {root}"
+        ) from exc

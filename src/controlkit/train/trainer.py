@@ -202,12 +202,11 @@ def _register_controlnet_hooks(accelerator) -> None:
 
 
 def _tracker_config(config: TrainConfig) -> dict[str, Any]:
-    values = {}
-    for key, value in config.to_dict().items():
-        if key == "hub_token" or value is None:
-            continue
-        values[key] = " | ".join(map(str, value)) if isinstance(value, list) else value
-    return values
+    return {
+        key: " | ".join(map(str, value)) if isinstance(value, list) else value
+        for key, value in config.public_dict().items()
+        if value is not None
+    }
 
 
 def _models(config: TrainConfig, accelerator):
@@ -262,9 +261,7 @@ def _training_inputs(config: TrainConfig, data, base, accelerator, weight_dtype)
             accelerator=accelerator,
             weight_dtype=weight_dtype,
         )
-        train_dataset = CachedPairs(
-            PairedImages(data, config.resolution, base.tokenizer, config.seed, False), cache
-        )
+        train_dataset = CachedPairs(pairs, cache)
         empty_prompt_embeds = cache.empty_prompt_embeds.to(accelerator.device)
         base.vae.to("cpu")
         base.text_encoder.to("cpu")
@@ -324,6 +321,13 @@ def train(config: TrainConfig) -> Path:
     if config.annotation_column == "annotation" and data.metadata.get("annotation_column"):
         config.annotation_column = data.metadata["annotation_column"]
 
+    # Validation inputs too: a bad --validation_image fails before the models load.
+    condition = load_condition(data.metadata)
+    validation_pairs = []
+    if config.validation_prompt or config.validation_image or config.validation_rows:
+        from controlkit.train import validation
+
+        validation_pairs = validation.validation_pairs(config, condition, dataset=data.dataset)
     base, controlnet, weight_dtype = _models(config, accelerator)
     train_dataset, encode, empty_prompt_embeds = _training_inputs(
         config, data, base, accelerator, weight_dtype
@@ -373,13 +377,7 @@ def train(config: TrainConfig) -> Path:
         config.train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     )
 
-    # Validation, trackers, effective config.
-    condition = load_condition(data.metadata)
-    validation_pairs = []
-    if config.validation_prompt or config.validation_image or config.validation_rows:
-        from controlkit.train import validation
-
-        validation_pairs = validation.validation_pairs(config, condition, dataset=data.dataset)
+    # Trackers, effective config.
     if accelerator.is_main_process:
         write_effective_config(config, output_dir)
         accelerator.init_trackers(config.tracker_project_name, config=_tracker_config(config))
