@@ -136,35 +136,24 @@ def test_conditioning_image_path_has_no_scores_said_once(photo_run, small_contro
         )
 
 
+def generate_once(controlnet, photos, out, **options):
+    return generate(
+        controlnet, "x", image=photos / "astronaut.png", steps=1, num_images=1, out=out, **options
+    )
+
+
 def test_out_folder_with_files_is_refused_unless_overwrite(small_controlnet_dir, photos, tmp_path):
     (tmp_path / "image-07.png").write_bytes(b"old")
     with pytest.raises(UserError, match="--overwrite"):
-        generate(
-            small_controlnet_dir, "x", image=photos / "astronaut.png", steps=1, num_images=1, out=tmp_path
-        )
-    generate(
-        small_controlnet_dir,
-        "x",
-        image=photos / "astronaut.png",
-        steps=1,
-        num_images=1,
-        out=tmp_path,
-        overwrite=True,
-    )
+        generate_once(small_controlnet_dir, photos, tmp_path)
+    generate_once(small_controlnet_dir, photos, tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.glob("image-*.png")) == ["image-00.png"]
 
 
 def test_an_out_folder_under_a_file_is_refused_before_generating(small_controlnet_dir, photos, tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(UserError, match="not a folder this user can write to"):
-        generate(
-            small_controlnet_dir,
-            "x",
-            image=photos / "astronaut.png",
-            steps=1,
-            num_images=1,
-            out=tmp_path / "a-file" / "results",
-        )
+        generate_once(small_controlnet_dir, photos, tmp_path / "a-file" / "results")
 
 
 def test_missing_photo_and_missing_condition_are_user_errors(small_controlnet_dir, tmp_path):
