@@ -198,20 +198,14 @@ def write_dataset(folder: Path, rows: int, size: int) -> str:
 
 
 def _face_rows(rows: int, size: int) -> dict[str, list]:
-    import numpy as np
-    from PIL import Image, ImageDraw
-
+    """Synthetic faces, conditioned on their landmarks drawn as the face-landmarks condition draws them."""
+    from controlkit.conditions.face_landmarks import draw_landmarks
     from controlkit.data.synthetic_faces import describe, synthetic_faces
 
     columns: dict[str, list] = {"image": [], "conditioning_image": [], "text": []}
     for face in synthetic_faces(rows, seed=0, size=size):
-        condition = Image.new("RGB", (size, size))
-        draw = ImageDraw.Draw(condition)
-        radius = max(1, size // 128)
-        for x, y in np.asarray(face.landmarks):
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill="white")
         columns["image"].append(face.image)
-        columns["conditioning_image"].append(condition)
+        columns["conditioning_image"].append(draw_landmarks(face.landmarks[None], (size, size)))
         columns["text"].append(describe(face.attributes))
     return columns
 
@@ -360,8 +354,8 @@ def print_table(rows: list[dict]) -> None:
             print(f"  {r['name']} log: {line[:200]}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_options(argv: list[str]) -> argparse.Namespace:
+    """The script's options; flags after ``--`` go to every training run (``opts.flags``)."""
     flags = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -392,6 +386,64 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(opts.only or []) - set(ROW_NAMES))
     if unknown:
         parser.error(f"unknown --only names {unknown}; choose from {list(ROW_NAMES)}")
+    return opts
+
+
+def start_report(opts: argparse.Namespace, cuda: bool, bnb_error: str | None) -> dict:
+    """The JSON's header: the card, the versions, the settings; the runs are appended as they end."""
+    import torch
+
+    names = ("torch", "diffusers", "transformers", "accelerate", "datasets", "bitsandbytes", "xformers")
+    return {
+        "tiny": opts.tiny,
+        **gpu_info(),
+        "cuda": torch.version.cuda,
+        "versions": {name: package_version(name) for name in names},
+        "python": platform.python_version(),
+        "bitsandbytes_error": bnb_error,
+        "xformers_installed": importlib.util.find_spec("xformers") is not None,
+        "model": "controlkit.models.small (64 px)" if opts.tiny else "SD-2.1-base shapes, random weights",
+        "resolution": opts.resolution,
+        "steps": opts.steps,
+        "warmup": opts.warmup,
+        "extra_flags": opts.flags,
+        "runs": [],
+    }
+
+
+def train_once(run: Run, opts: argparse.Namespace, paths: dict[str, Path], env: dict, left: float) -> dict:
+    """One row of the table: `controlkit train` in a child with this run's flags, then its figures."""
+    workdir, out = paths["workdir"], paths["workdir"] / "runs" / run.name
+    shutil.rmtree(out, ignore_errors=True)
+    (out.parent / f"{run.name}-peak.json").unlink(missing_ok=True)
+    out.mkdir(parents=True)
+    args = [
+        "train",
+        f"--pretrained_model_name_or_path={paths['model']}",
+        f"--dataset_name={paths['data']}",
+        f"--output_dir={out}",
+        f"--resolution={opts.resolution}",
+        f"--max_train_steps={opts.steps}",
+        f"--checkpointing_steps={opts.steps + 1}",
+        f"--latents_cache_dir={workdir / 'cache' / run.name}",
+        "--learning_rate=1e-5",
+        "--seed=0",
+        "--report_to=none",
+        *run.flags,
+        *opts.flags,
+    ]
+    shutil.rmtree(workdir / "cache" / run.name, ignore_errors=True)
+    run_env = dict(env)
+    if opts.enforce_limit and run.target_gib is not None:
+        run_env["GPU_PRESETS_LIMIT_GIB"] = str(run.target_gib - opts.context_gib)
+    print(f"{run.name}: {describe_options(run.options)} ...", file=sys.stderr, flush=True)
+    command = [sys.executable, "-c", RUNNER, str(out.parent / f"{run.name}-peak.json"), *args]
+    code, wall = run_child(command, run_env, out.parent / f"{run.name}.log", min(opts.timeout, left))
+    return summarise(run, code, wall, out, out.parent / f"{run.name}.log", opts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_options(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     # controlkit runs from src/ (no install needed): here and in every child this script starts.
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -409,32 +461,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = torch.cuda.is_available()
     bnb_error = bitsandbytes_error()
-    report = {
-        "tiny": opts.tiny,
-        **gpu_info(),
-        "cuda": torch.version.cuda,
-        "versions": {
-            name: package_version(name)
-            for name in (
-                "torch",
-                "diffusers",
-                "transformers",
-                "accelerate",
-                "datasets",
-                "bitsandbytes",
-                "xformers",
-            )
-        },
-        "python": platform.python_version(),
-        "bitsandbytes_error": bnb_error,
-        "xformers_installed": importlib.util.find_spec("xformers") is not None,
-        "model": "controlkit.models.small (64 px)" if opts.tiny else "SD-2.1-base shapes, random weights",
-        "resolution": opts.resolution,
-        "steps": opts.steps,
-        "warmup": opts.warmup,
-        "extra_flags": flags,
-        "runs": [],
-    }
+    report = start_report(opts, cuda, bnb_error)
 
     def save() -> None:
         report["total_s"] = round(time.perf_counter() - started, 1)
@@ -456,12 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     save()
 
-    runs = plan_runs(cuda, bnb_error)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if not cuda:
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    for run in runs:
+    paths = {"workdir": workdir, "model": model, "data": data}
+    for run in plan_runs(cuda, bnb_error):
         if opts.only and run.name not in opts.only:
             continue
         left = opts.budget - (time.perf_counter() - started)
@@ -477,33 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             save()
             continue
-        out = workdir / "runs" / run.name
-        shutil.rmtree(out, ignore_errors=True)
-        (out.parent / f"{run.name}-peak.json").unlink(missing_ok=True)
-        out.mkdir(parents=True)
-        args = [
-            "train",
-            f"--pretrained_model_name_or_path={model}",
-            f"--dataset_name={data}",
-            f"--output_dir={out}",
-            f"--resolution={opts.resolution}",
-            f"--max_train_steps={opts.steps}",
-            f"--checkpointing_steps={opts.steps + 1}",
-            f"--latents_cache_dir={workdir / 'cache' / run.name}",
-            "--learning_rate=1e-5",
-            "--seed=0",
-            "--report_to=none",
-            *run.flags,
-            *flags,
-        ]
-        shutil.rmtree(workdir / "cache" / run.name, ignore_errors=True)
-        run_env = dict(env)
-        if opts.enforce_limit and run.target_gib is not None:
-            run_env["GPU_PRESETS_LIMIT_GIB"] = str(run.target_gib - opts.context_gib)
-        print(f"{run.name}: {describe_options(run.options)} ...", file=sys.stderr, flush=True)
-        command = [sys.executable, "-c", RUNNER, str(out.parent / f"{run.name}-peak.json"), *args]
-        code, wall = run_child(command, run_env, out.parent / f"{run.name}.log", min(opts.timeout, left))
-        row = summarise(run, code, wall, out, out.parent / f"{run.name}.log", opts)
+        row = train_once(run, opts, paths, env, left)
         report["runs"].append(row)
         print(
             f"{run.name}: {row['status']}, {_cell(row.get('images_per_s'))} img/s",

@@ -5,7 +5,7 @@
 Runs `controlkit quickstart` (or, with --reuse, takes the ControlNet an earlier run left in --out), then
 generates from held-out faces (a seed stream the dataset never used) with the ControlNet given the right
 conditioning, given another face's conditioning (shuffled), and disabled (scale 0); every case with the
-same prompts and seeds. Scores: the face-landmarks condition with the quickstart landmark regressor as its
+same prompts and seeds. Scores: the face-landmarks condition with the landmark regressor as its
 detector. Prints a table and writes JSON.
 """
 
@@ -16,22 +16,28 @@ import json
 import time
 from pathlib import Path
 
-from controlkit.quickstart.adherence import CASES, control_panel, control_test, held_out_faces, load_pipeline
+from controlkit.quickstart.adherence import (
+    CASES,
+    adherence_condition,
+    control_panel,
+    control_test,
+    held_out_faces,
+    load_pipeline,
+)
 from controlkit.quickstart.config import QuickstartConfig
-from controlkit.quickstart.regressor import RegressorDetector
 from controlkit.quickstart.report import BENCHMARK_FILE, SUMMARY_FILE, write_report
 from controlkit.quickstart.run import HELD_OUT_SEED_OFFSET, run_quickstart
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("quickstart-out"))
+    parser.add_argument("--out", type=Path, default=Path("quickstart-out"), help="the quickstart's folder")
     parser.add_argument("--reuse", action="store_true", help="measure the ControlNet already in --out")
     parser.add_argument("--base", help="default: the base of the run in --out, else the shipped demo base")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (no --reuse)")
     parser.add_argument("--faces", type=int, default=32, help="held-out faces per case")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
-    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance")
     parser.add_argument("--seed", type=int, default=1, help="held-out stream and sampling seeds")
     parser.add_argument(
         "--json", type=Path, help="default: OUT/control_benchmark.json (and the report shows it)"
@@ -42,7 +48,7 @@ def main() -> None:
     from diffusers import ControlNetModel
 
     started = time.monotonic()
-    base = args.base or QuickstartConfig.base
+    base = args.base
     summary = args.out / SUMMARY_FILE
     if args.reuse and not args.base and summary.is_file():
         base = json.loads(summary.read_text())["config"]["base"]  # the base that ControlNet was trained on
@@ -54,7 +60,7 @@ def main() -> None:
     pipe = load_pipeline(config.base, controlnet)
     # A stream apart from quickstart's own held-out faces (seed + offset) and from the dataset (seed).
     faces = held_out_faces(args.faces, args.seed * 1_000_003 + HELD_OUT_SEED_OFFSET)
-    scores, images = control_test(pipe, faces, RegressorDetector(), args.steps, args.guidance, args.seed)
+    scores, images = control_test(pipe, faces, adherence_condition(), args.steps, args.guidance, args.seed)
     control_panel(faces, images, rows=8).save(args.out / "control_benchmark.png")
     result = {
         "controlnet": str(args.out / "controlnet"),

@@ -41,23 +41,35 @@ def small_controlnet_dir(small_model_dir, tmp_path_factory):
     """A ControlNet made from the small UNet, saved as `controlkit train` saves one (contract 4)."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from controlkit.metadata import write_metadata
+    from controlkit.metadata import ControlNetInfo
 
     out = tmp_path_factory.mktemp("controlnet") / "face-controlnet"
     unet = UNet2DConditionModel.from_pretrained(small_model_dir, subfolder="unet")
     ControlNetModel.from_unet(unet).save_pretrained(out, safe_serialization=True)
-    write_metadata(
-        out,
-        {
-            "base_model": str(small_model_dir),
-            "condition": "face-landmarks",
-            "condition_options": {},
-            "resolution": 64,
-            "dataset": "synthetic-faces",
-            "controlkit_version": "0.1.0",
-        },
-    )
+    ControlNetInfo(
+        base_model=str(small_model_dir),
+        condition="face-landmarks",
+        resolution=64,
+        dataset="synthetic-faces",
+        controlkit_version="0.1.0",
+    ).write(out)
     return out
+
+
+@pytest.fixture
+def controlnet_reads(monkeypatch):
+    """Every ``ControlNetInfo.read`` call made while the test runs (the calls still read)."""
+    from controlkit.metadata import ControlNetInfo
+
+    calls = []
+    read = ControlNetInfo.read.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls.append(args)
+        return read(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ControlNetInfo, "read", classmethod(counting))
+    return calls
 
 
 @pytest.fixture(scope="session")

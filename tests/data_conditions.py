@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from controlkit.conditions import register
+from controlkit.conditions import Condition, register
 
 
 def square_picture(
@@ -30,7 +30,7 @@ def square_picture(
 
 
 @register("white-square")
-class WhiteSquare:
+class WhiteSquare(Condition):
     """Annotation: float32 (1, 2, 2), the top-left and bottom-right white pixels' (x, y)."""
 
     name = "white-square"
@@ -69,7 +69,7 @@ class WhiteSquare:
         return np.asarray(record, np.float32)
 
 
-class Brightness:
+class Brightness(Condition):
     """Annotation: float32 (1,), the mean grey level from 0 to 1, times ``scale``."""
 
     name = "brightness"

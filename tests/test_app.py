@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from controlkit.infer.app import AppHandlers, build_app, example_photos
+from controlkit.infer.config import AppConfig
 
 pytest.importorskip("dlib")
 gr = pytest.importorskip("gradio")
@@ -24,7 +25,7 @@ def astronaut():
 
 @pytest.fixture(scope="module")
 def handlers(small_controlnet_dir):
-    return AppHandlers(str(small_controlnet_dir))
+    return AppHandlers(AppConfig(controlnet=str(small_controlnet_dir)))
 
 
 def test_preview_draws_the_detected_landmarks_over_the_photo(handlers, astronaut):
@@ -42,7 +43,7 @@ def test_no_face_and_too_large_are_messages_not_exceptions(small_controlnet_dir,
     assert handlers.preview(sky) == (None, "No face found in the photo; try a clearer, front-facing photo.")
     gallery, message = handlers.generate(sky, "a portrait", "", 2, 7.5, 1.0, 0, 1)
     assert gallery == [] and message.startswith("No face found")
-    small_limit = AppHandlers(str(small_controlnet_dir), max_pixels=100 * 100)
+    small_limit = AppHandlers(AppConfig(controlnet=str(small_controlnet_dir), max_pixels=100 * 100))
     preview, message = small_limit.preview(sky)
     assert preview is None and "too large (300 x 200 pixels)" in message
     assert handlers.generate(None, "a portrait", "", 2, 7.5, 1.0, 0, 1)[1].startswith("Upload a photo")
@@ -61,7 +62,7 @@ def test_generate_returns_images_captioned_with_adherence_scores(handlers, astro
 def test_build_app_has_the_walkthrough_widgets(small_controlnet_dir, tmp_path):
     photos = example_photos(tmp_path)
     assert [p.name for p in photos] == ["astronaut.jpg", "grace_hopper.jpg"]
-    demo = build_app(small_controlnet_dir, examples=photos, steps=2)
+    demo = build_app(AppHandlers(AppConfig(controlnet=small_controlnet_dir, steps=2)), examples=photos)
     assert isinstance(demo, gr.Blocks)
     by_id = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
     assert {"photo", "landmarks", "prompt", "generate", "status", "gallery"} <= set(by_id)
@@ -119,9 +120,41 @@ def test_a_busy_port_is_a_user_error(small_controlnet_dir):
     from controlkit.errors import UserError
     from controlkit.infer.app import launch_app
 
-    demo = build_app(small_controlnet_dir, examples=[])
+    demo = build_app(AppHandlers(AppConfig(controlnet=small_controlnet_dir)), examples=[])
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(UserError, match="try --port"):
             launch_app(demo, port=busy.getsockname()[1], block=False)
+
+
+def test_the_page_words_come_from_the_condition(small_controlnet_dir):
+    from controlkit.conditions import get
+
+    for name in ("face-landmarks", "canny"):
+        condition = get(name)
+        demo = build_app(AppHandlers(AppConfig(controlnet=small_controlnet_dir, condition=name)), examples=[])
+        by_id = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+        assert by_id["landmarks"].label == condition.found_label
+        intro = next(c.value for c in demo.blocks.values() if isinstance(c, gr.Markdown) and c.value)
+        assert condition.photo_hint in intro
+
+
+def test_the_preview_draws_the_conditioning_once(handlers, astronaut, monkeypatch):
+    drawn = []
+    render = handlers.condition.render
+    monkeypatch.setattr(handlers.condition, "render", lambda *a, **k: drawn.append(1) or render(*a, **k))
+    preview, message = handlers.preview(astronaut)
+    assert message == "" and preview is not None
+    assert len(drawn) == 1
+
+
+def test_the_controlnet_record_is_read_once_for_the_app_a_preview_and_a_click(
+    small_controlnet_dir, astronaut, controlnet_reads
+):
+    handlers = AppHandlers(AppConfig(controlnet=str(small_controlnet_dir)))
+    build_app(handlers, examples=[])
+    assert handlers.preview(astronaut)[1] == ""
+    gallery, message = handlers.generate(astronaut, "a portrait", "", 1, 7.5, 1.0, 0, 1)
+    assert message == "" and len(gallery) == 1
+    assert len(controlnet_reads) == 1

@@ -46,10 +46,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(small_controlnet_dir, tmp_path_factory):
-    from controlkit.infer.app import build_app, example_photos, launch_app
+    from controlkit.infer.app import AppHandlers, build_app, example_photos, launch_app
+    from controlkit.infer.config import AppConfig
 
     examples = example_photos(tmp_path_factory.mktemp("examples"))
-    demo = build_app(small_controlnet_dir, steps=2, num_images=1, examples=examples)
+    handlers = AppHandlers(AppConfig(controlnet=small_controlnet_dir, steps=2, num_images=1))
+    demo = build_app(handlers, examples=examples)
     url = launch_app(demo, port=free_port(), block=False)
     yield url
     demo.close()

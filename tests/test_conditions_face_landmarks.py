@@ -247,3 +247,15 @@ def test_predictor_is_found_without_importing_face_recognition_models():
         "assert 'face_recognition_models' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_regressor_detector_finds_a_small_synthetic_face():
+    from controlkit.data.synthetic_faces import synthetic_faces
+
+    condition = conditions.get("face-landmarks", detector="regressor")
+    face = next(synthetic_faces(1, seed=11, size=64))
+    found = condition.annotate(face.image)
+    assert found.shape == (1, 68, 2)
+    scores = condition.score(face.image, face.landmarks[None])
+    assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.15
+    assert "regressor" in condition.describe()["detector"]

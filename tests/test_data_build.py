@@ -13,6 +13,7 @@ from controlkit.data.build import BuildConfig, build_dataset
 from controlkit.data.pairs import NO_FACE
 from controlkit.data.sources import FolderSource
 from controlkit.errors import UserError
+from controlkit.metadata import DatasetInfo
 from data_conditions import WhiteSquare, square_picture
 
 
@@ -66,6 +67,7 @@ def test_build_pairs_skips_bad_inputs_and_writes_the_contract(photos, tmp_path):
     assert row["text"] == "a photo"
     meta = json.loads((out / "controlkit.json").read_text())
     assert meta["condition"] == "white-square" and meta["conditioning_image_column"] == "conditioning_image"
+    assert DatasetInfo.read(out) == DatasetInfo(condition="white-square", resolution=None)
     card = (out / "README.md").read_text()
     assert "broken.jpg" in card and "empty.png" in card and NO_FACE in card and "white-square" in card
     with Image.open(out / "preview.png") as preview:
@@ -98,6 +100,14 @@ def test_resolution_crops_and_the_annotation_follows(tmp_path):
     assert row["image"].size == row["conditioning_image"].size == (32, 32)
     (x0, y0), (x1, y1) = np.asarray(row["annotation"][0])
     assert abs(x0 - 12) <= 1 and abs(y0 - 10) <= 1 and abs(x1 - 21) <= 1 and abs(y1 - 19) <= 1
+    assert DatasetInfo.read(tmp_path / "ds").resolution == 32  # recorded, so `train` can use it
+
+
+def test_the_template_sentence_is_the_condition_default_caption(photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(WhiteSquare, "default_caption", "a picture with a white square")
+    _, ds = build(photos, tmp_path)
+    assert set(ds["text"]) == {"a picture with a white square"}
+    assert "a picture with a white square" in (tmp_path / "ds" / "README.md").read_text()
 
 
 def test_rename_columns_and_caption_prefix_are_recorded(photos, tmp_path):

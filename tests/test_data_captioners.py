@@ -53,6 +53,12 @@ def test_template_and_prefix_suffix():
     assert make_captioner("template:a cat").caption([None], [{}]) == ["a cat"]
 
 
+def test_template_keeps_an_inputs_own_caption_and_frames_it():
+    captioner = make_captioner("template", prefix="ck, ", default_sentence="a photo of a face")
+    texts = captioner.caption([None, None], [{}, {}], ["a smiling man", None])
+    assert texts == ["ck, a smiling man", "ck, a photo of a face"]
+
+
 def test_bad_captioner_specs_are_user_errors():
     with pytest.raises(UserError, match="unknown captioner"):
         make_captioner("gpt")

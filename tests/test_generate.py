@@ -10,9 +10,10 @@ from PIL import Image
 
 from controlkit.cli import main
 from controlkit.errors import UserError
+from controlkit.infer.config import GenerateConfig
 from controlkit.infer.generate import annotate_photo, generate, output_size, resolve_condition
 from controlkit.infer.panel import make_panel, score_caption, tile_size
-from controlkit.metadata import write_metadata
+from controlkit.metadata import ControlNetInfo
 
 pytest.importorskip("dlib")
 
@@ -26,12 +27,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def photo_run(small_controlnet_dir, photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "astronaut"
     result = generate(
-        small_controlnet_dir,
-        "a portrait photo",
-        image=photos / "astronaut.png",
-        num_images=2,
-        steps=2,
-        out=out,
+        GenerateConfig(
+            controlnet=small_controlnet_dir,
+            prompt="a portrait photo",
+            image=photos / "astronaut.png",
+            num_images=2,
+            steps=2,
+            out=out,
+        )
     )
     return result, out
 
@@ -77,12 +80,14 @@ def test_scores_are_returned_printed_and_written_as_strict_json(photo_run):
 def test_image_i_is_made_again_alone_with_seed_plus_i(photo_run, small_controlnet_dir, photos):
     result, _ = photo_run
     again = generate(
-        small_controlnet_dir,
-        "a portrait photo",
-        image=photos / "astronaut.png",
-        num_images=1,
-        steps=2,
-        seed=1,
+        GenerateConfig(
+            controlnet=small_controlnet_dir,
+            prompt="a portrait photo",
+            image=photos / "astronaut.png",
+            num_images=1,
+            steps=2,
+            seed=1,
+        )
     )
     a, b = (np.asarray(img, dtype=int) for img in (result.images[1], again.images[0]))
     assert np.abs(a - b).max() <= 2
@@ -138,7 +143,15 @@ def test_conditioning_image_path_has_no_scores_said_once(photo_run, small_contro
 
 def generate_once(controlnet, photos, out, **options):
     return generate(
-        controlnet, "x", image=photos / "astronaut.png", steps=1, num_images=1, out=out, **options
+        GenerateConfig(
+            controlnet=controlnet,
+            prompt="x",
+            image=photos / "astronaut.png",
+            steps=1,
+            num_images=1,
+            out=out,
+            **options,
+        )
     )
 
 
@@ -158,12 +171,12 @@ def test_an_out_folder_under_a_file_is_refused_before_generating(small_controlne
 
 def test_missing_photo_and_missing_condition_are_user_errors(small_controlnet_dir, tmp_path):
     with pytest.raises(UserError, match="not found"):
-        generate(small_controlnet_dir, "x", image=tmp_path / "nope.jpg")
+        generate(GenerateConfig(controlnet=small_controlnet_dir, prompt="x", image=tmp_path / "nope.jpg"))
     with pytest.raises(UserError, match="exactly one"):
-        generate(small_controlnet_dir, "x")
-    write_metadata(tmp_path, {"base_model": "somewhere"})
+        generate(GenerateConfig(controlnet=small_controlnet_dir, prompt="x"))
+    ControlNetInfo(base_model="somewhere").write(tmp_path)
     with pytest.raises(UserError, match="records no condition"):
-        resolve_condition(None, tmp_path)
+        resolve_condition(None, ControlNetInfo.read(tmp_path), tmp_path)
 
 
 def test_output_size_defaults_to_training_resolution_rounded_to_8():
@@ -183,7 +196,10 @@ def test_controlkit_generate_is_exported_lazily():
     import subprocess
     import sys
 
-    code = "import sys, controlkit; assert 'torch' not in sys.modules; print(controlkit.generate.__module__)"
+    code = (
+        "import sys, controlkit; controlkit.GenerateConfig; assert 'torch' not in sys.modules; "
+        "print(controlkit.generate.__module__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "controlkit.infer.generate"
 
@@ -191,9 +207,10 @@ def test_controlkit_generate_is_exported_lazily():
 def test_pipeline_uses_unipc_and_picks_precision_by_device(small_controlnet_dir, monkeypatch):
     import torch
 
-    from controlkit.infer.pipeline import load_pipeline, pick_dtype
+    from controlkit.devices import pick_dtype
+    from controlkit.infer.pipeline import load_pipeline
 
-    pipe = load_pipeline(small_controlnet_dir, device="cpu")
+    pipe = load_pipeline(small_controlnet_dir, ControlNetInfo.read(small_controlnet_dir), device="cpu")
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
     assert pipe.controlnet.dtype == torch.float32 and pipe.unet.dtype == torch.float32
     assert pick_dtype("cpu") == torch.float32
@@ -206,7 +223,7 @@ def test_pipeline_uses_unipc_and_picks_precision_by_device(small_controlnet_dir,
 def test_a_bad_or_unavailable_device_is_a_user_error(monkeypatch):
     import torch
 
-    from controlkit.infer.pipeline import pick_device
+    from controlkit.devices import pick_device
 
     assert pick_device("cpu") == "cpu"
     with pytest.raises(UserError, match="unknown --device 'gpu0'"):
@@ -237,10 +254,11 @@ def test_scores_compare_outputs_in_the_annotation_frame(photos, size):
 
 
 def test_condition_options_recorded_at_training_are_used_for_that_condition(tmp_path):
-    write_metadata(tmp_path, {"condition": "face-landmarks", "condition_options": {"upsample": 1}})
-    assert resolve_condition(None, tmp_path).detector.upsample == 1
-    assert resolve_condition("face-landmarks", tmp_path).detector.upsample == 1
-    assert resolve_condition("canny", tmp_path).name == "canny"
+    ControlNetInfo(condition="face-landmarks", condition_options={"upsample": 1}).write(tmp_path)
+    info = ControlNetInfo.read(tmp_path)
+    assert resolve_condition(None, info, tmp_path).detector.upsample == 1
+    assert resolve_condition("face-landmarks", info, tmp_path).detector.upsample == 1
+    assert resolve_condition("canny", info, tmp_path).name == "canny"
 
 
 def test_a_condition_that_finds_nothing_says_so_by_name():
@@ -257,6 +275,36 @@ def test_a_controlnet_without_a_recorded_base_asks_for_base(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "plain").mkdir()
     with pytest.raises(UserError, match=r"records no base model \(no controlkit.json\); pass --base MODEL"):
-        load_pipeline(tmp_path / "plain")
+        load_pipeline(tmp_path / "plain", ControlNetInfo.read(tmp_path / "plain"))
+    hub_id = "someone/not-cached-controlnet"
     with pytest.raises(UserError, match="no controlkit.json, or the Hub is out of reach"):
-        load_pipeline("someone/not-cached-controlnet")
+        load_pipeline(hub_id, ControlNetInfo.read(hub_id))
+
+
+def test_the_controlnet_record_is_read_once_per_generate(small_controlnet_dir, photos, controlnet_reads):
+    generate(
+        GenerateConfig(
+            controlnet=small_controlnet_dir, prompt="x", image=photos / "astronaut.png", steps=1, num_images=1
+        )
+    )
+    assert len(controlnet_reads) == 1
+
+
+def test_photo_and_conditioning_image_are_a_required_pair_and_prompt_and_out_are_required(capsys):
+    base = ["generate", "--controlnet", "x"]
+    for argv, message in [
+        (
+            base + ["--prompt", "p", "--out", "o"],
+            "one of the arguments --image --conditioning-image is required",
+        ),
+        (
+            base + ["--image", "a", "--conditioning-image", "b", "--prompt", "p", "--out", "o"],
+            "not allowed with",
+        ),
+        (base + ["--image", "a", "--out", "o"], "the following arguments are required: --prompt"),
+        (base + ["--image", "a", "--prompt", "p"], "the following arguments are required: --out"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

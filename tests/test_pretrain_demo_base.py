@@ -9,9 +9,9 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionPipeline
 
 from controlkit.cli import main
+from controlkit.devices import pick_device
 from controlkit.errors import UserError
-from controlkit.infer.pipeline import pick_device
-from controlkit.quickstart.config import PretrainConfig
+from controlkit.pretrain.config import PretrainConfig
 
 
 def tiny(out, unet_steps: int) -> list[str]:

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from controlkit.cli import main
+from controlkit.metadata import ControlNetInfo
 from controlkit.quickstart.config import DEMO_BASE
 
 SHORT = ["--images", "12", "--steps", "4", "--batch-size", "4", "--validation-every", "2"]
@@ -45,8 +46,8 @@ def test_every_artifact_exists(quickstart_out):
     assert set(summary["control"]) == {"matched", "shuffled", "disabled"}
     for scores in summary["control"].values():
         assert 0 <= scores["point_error"] < 10 and 0 <= scores["detection_rate"] <= 1
-    metadata = json.loads((out / "controlnet" / "controlkit.json").read_text())
-    assert metadata["condition"] == "face-landmarks" and metadata["resolution"] == 64
+    info = ControlNetInfo.read(out / "controlnet")
+    assert info.condition == "face-landmarks" and info.resolution == 64
 
 
 def test_report_links_to_every_artifact(quickstart_out):

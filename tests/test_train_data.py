@@ -10,7 +10,13 @@ from PIL import Image
 
 from controlkit.errors import UserError
 from controlkit.train.config import TrainConfig
-from controlkit.train.data import PairedImages, load_training_data, resize_center_crop, to_tensor
+from controlkit.train.data import (
+    PairedImages,
+    TrainingData,
+    load_training_data,
+    resize_center_crop,
+    to_tensor,
+)
 from train_helpers import make_dataset, make_image_folder, random_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -22,6 +28,10 @@ def config_for(*argv: str) -> TrainConfig:
     )
 
 
+def load(*argv: str, **kwargs) -> TrainingData:
+    return load_training_data(config_for(*argv), seed=0, **kwargs)
+
+
 def test_save_to_disk_folder_takes_column_names_from_its_controlkit_json(tmp_path):
     columns = ("image", "spiga_seg", "image_caption")
     meta = {
@@ -30,16 +40,17 @@ def test_save_to_disk_folder_takes_column_names_from_its_controlkit_json(tmp_pat
         "caption_column": "image_caption",
     }
     path = make_dataset(tmp_path / "ds", n=4, columns=columns, metadata=meta)
-    data = load_training_data(config_for(f"--dataset_name={path}"))
-    assert (data.conditioning_image_column, data.caption_column) == ("spiga_seg", "image_caption")
-    assert data.metadata["condition"] == "face-landmarks" and len(data.dataset) == 4
-    assert data.fingerprint == load_training_data(config_for(f"--dataset_name={path}")).fingerprint
+    data = load(f"--dataset_name={path}")
+    settings = data.settings
+    assert (settings.conditioning_image_column, settings.caption_column) == ("spiga_seg", "image_caption")
+    assert data.info.condition == "face-landmarks" and len(data.dataset) == 4
+    assert data.fingerprint == load(f"--dataset_name={path}").fingerprint
 
 
 def test_a_missing_column_lists_the_columns_that_exist(tmp_path):
     path = make_dataset(tmp_path / "ds", n=2)
     with pytest.raises(UserError, match="'spiga_seg'.*its columns are: image, conditioning_image, text"):
-        load_training_data(config_for(f"--dataset_name={path}", "--conditioning_image_column=spiga_seg"))
+        load(f"--dataset_name={path}", "--conditioning_image_column=spiga_seg")
 
 
 def test_parquet_files_load(tmp_path):
@@ -47,13 +58,13 @@ def test_parquet_files_load(tmp_path):
 
     path = make_dataset(tmp_path / "ds", n=3)
     load_from_disk(str(path)).to_parquet(str(tmp_path / "pq" / "train.parquet"))
-    data = load_training_data(config_for(f"--dataset_name={tmp_path / 'pq'}"))
+    data = load(f"--dataset_name={tmp_path / 'pq'}")
     assert len(data.dataset) == 3 and isinstance(data.dataset[0]["image"], Image.Image)
 
 
 def test_image_folder_with_conditioning_file_names(tmp_path):
     folder = make_image_folder(tmp_path / "faces", n=3)
-    data = load_training_data(config_for(f"--train_data_dir={folder}"))
+    data = load(f"--train_data_dir={folder}")
     row = data.dataset[1]
     assert row["text"] == "face 1" and row["conditioning_image"].size == (64, 64)
 
@@ -63,13 +74,13 @@ def test_image_folder_path_leaving_the_folder_is_refused(tmp_path):
     line = {"file_name": "0.png", "conditioning_image_file_name": "../outside.png", "text": "x"}
     folder = make_image_folder(tmp_path / "faces", n=1, extra_line=line)
     with pytest.raises(UserError, match="outside the dataset folder"):
-        load_training_data(config_for(f"--train_data_dir={folder}"))
+        load(f"--train_data_dir={folder}")
 
 
 def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "faces", n=4)
     (folder / "cond" / "2.png").write_bytes(b"not a png at all")
-    data = load_training_data(config_for(f"--train_data_dir={folder}"), cache_root=tmp_path / "cache")
+    data = load(f"--train_data_dir={folder}", cache_root=tmp_path / "cache")
     assert data.skipped == [2] and len(data.dataset) == 3
     assert [row["text"] for row in data.dataset] == ["face 0", "face 1", "face 3"]
     assert "skipped 1 of 4 rows" in capsys.readouterr().err
@@ -78,8 +89,8 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
 
 def test_max_train_samples_subsamples_reproducibly(tmp_path):
     path = make_dataset(tmp_path / "ds", n=8)
-    first = load_training_data(config_for(f"--dataset_name={path}", "--max_train_samples=3"))
-    again = load_training_data(config_for(f"--dataset_name={path}", "--max_train_samples=3"))
+    first = load(f"--dataset_name={path}", "--max_train_samples=3")
+    again = load(f"--dataset_name={path}", "--max_train_samples=3")
     assert len(first.dataset) == 3 and first.dataset["text"] == again.dataset["text"]
 
 
@@ -89,7 +100,7 @@ def test_transforms_resize_crop_and_ranges(tmp_path):
     cropped = resize_center_crop(wide, 64)
     assert cropped.size == (64, 64) and cropped.getpixel((0, 32)) == (255, 0, 0)
     path = make_dataset(tmp_path / "ds", n=2)
-    data = load_training_data(config_for(f"--dataset_name={path}"))
+    data = load(f"--dataset_name={path}")
 
     class Tok:
         model_max_length = 77
@@ -97,7 +108,7 @@ def test_transforms_resize_crop_and_ranges(tmp_path):
         def __call__(self, captions, **kwargs):
             return type("T", (), {"input_ids": torch.zeros(len(captions), 77, dtype=torch.long)})()
 
-    item = PairedImages(data, 64, Tok(), 0)[0]
+    item = PairedImages(data, Tok())[0]
     assert item["pixel_values"].shape == (3, 64, 64) and item["pixel_values"].min() >= -1
     assert item["pixel_values"].min() < -0.9 and item["pixel_values"].max() > 0.9
     cond = item["conditioning_pixel_values"]
@@ -139,11 +150,11 @@ def test_imagefolder_metadata_must_name_both_files(tmp_path):
     folder.mkdir()
     (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "x"}) + "\n")
     with pytest.raises(UserError, match="conditioning_image_file_name"):
-        load_training_data(config_for(f"--train_data_dir={folder}"))
+        load(f"--train_data_dir={folder}")
 
 
 def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot load dataset someone/no-such-dataset"):
-        load_training_data(config_for("--dataset_name=someone/no-such-dataset", f"--cache_dir={tmp_path}"))
+        load("--dataset_name=someone/no-such-dataset", f"--cache_dir={tmp_path}")
     with pytest.raises(UserError, match="dataset not found"):
-        load_training_data(config_for(f"--dataset_name={tmp_path / 'missing'}"))
+        load(f"--dataset_name={tmp_path / 'missing'}")

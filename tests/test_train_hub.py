@@ -9,8 +9,10 @@ import pytest
 from huggingface_hub import HfApi, ModelCard
 
 from controlkit.errors import UserError
+from controlkit.metadata import ControlNetInfo
 from controlkit.train import hub
-from controlkit.train.config import TrainConfig
+from controlkit.train.card import write_model_card
+from controlkit.train.config import RunSettings, TrainConfig, effective_config
 
 UPLOADED = [
     "README.md",
@@ -81,15 +83,15 @@ def test_push_is_one_commit_of_exactly_the_upload_list(output_dir, monkeypatch):
 
 def test_model_card_has_front_matter_usage_flags_and_grids_but_no_token(output_dir, tmp_path):
     config = make_config(tmp_path, hub_token="hf_secret_value", hub_model_id="me/faces")
-    metadata = {
-        "base_model": "stabilityai/stable-diffusion-2-1-base",
-        "condition": "face-landmarks",
-        "condition_options": {},
-        "resolution": 512,
-        "dataset": "multimodalart/facesyntheticsspigacaptioned",
-        "controlkit_version": "0.1.0",
-    }
-    path = hub.write_model_card(output_dir, config, metadata)
+    info = ControlNetInfo(
+        base_model="stabilityai/stable-diffusion-2-1-base",
+        condition="face-landmarks",
+        resolution=512,
+        dataset="multimodalart/facesyntheticsspigacaptioned",
+        controlkit_version="0.1.0",
+    )
+    flags = effective_config(config, RunSettings(seed=0, resolution=512))
+    path = write_model_card(output_dir, info, flags, hub.repo_name(config))
     assert path == output_dir / "README.md"
     text = path.read_text()
     card = ModelCard.load(path)
@@ -114,7 +116,8 @@ def test_model_card_for_local_base_and_data_reads_the_base_license(tmp_path):
     out.mkdir()
     config = make_config(tmp_path, output_dir=str(out), pretrained_model_name_or_path=str(base))
     config.dataset_name, config.train_data_dir = None, str(tmp_path)
-    card = ModelCard.load(hub.write_model_card(out, config, {"condition": None}))
+    info = ControlNetInfo(base_model=str(base), dataset=str(tmp_path))
+    card = ModelCard.load(write_model_card(out, info, config.public_dict(), hub.repo_name(config)))
     assert card.data.license == "mit"
     assert card.data.base_model is None and card.data.datasets is None
     assert "Condition: none" in card.text and "## Validation" not in card.text

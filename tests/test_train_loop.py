@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from controlkit.metadata import read_metadata
+from controlkit.metadata import ControlNetInfo
 from train_helpers import make_dataset, run_training, train_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,9 +31,9 @@ def test_trains_and_saves_a_diffusers_controlnet(small_model_dir, dataset, tmp_p
     controlnet = ControlNetModel.from_pretrained(out)
     assert isinstance(controlnet, ControlNetModel)
     assert (out / "diffusion_pytorch_model.safetensors").is_file() and not list(out.rglob("*.bin"))
-    meta = read_metadata(out)
-    assert meta["base_model"] == str(small_model_dir) and meta["condition"] == "canny"
-    assert meta["resolution"] == 64 and meta["dataset"] == str(dataset)
+    meta = ControlNetInfo.read(out)
+    assert meta.base_model == str(small_model_dir) and meta.condition == "canny"
+    assert meta.resolution == 64 and meta.dataset == str(dataset)
     effective = yaml.safe_load((out / "train_config.yaml").read_text())
     assert effective["max_train_steps"] == 3 and effective["seed"] == 7 and "hub_token" not in effective
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1

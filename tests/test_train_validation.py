@@ -13,7 +13,7 @@ from PIL import Image
 from controlkit import conditions
 from controlkit.errors import UserError
 from controlkit.train import validation
-from controlkit.train.config import TrainConfig
+from controlkit.train.config import RunSettings, TrainConfig
 from controlkit.train.validation import ValidationPair, log_validation, validation_grid, validation_pairs
 
 
@@ -57,13 +57,13 @@ def make_config(tmp_path, **overrides):
         validation_prompt=None,
         validation_image=None,
         num_validation_images=4,
-        resolution=64,
-        seed=0,
-        caption_column="text",
-        conditioning_image_column="conditioning_image",
     )
     fields.update(overrides)
     return TrainConfig(**fields)
+
+
+SETTINGS = RunSettings(seed=0, resolution=64)
+"""What a run resolved: its seed, resolution and the dataset's (default) column names."""
 
 
 def save_image(path, colour, size=64):
@@ -85,7 +85,7 @@ def test_prompts_and_images_pair_like_the_reference(tmp_path, n_prompts, n_image
     config = make_config(
         tmp_path, validation_prompt=[f"p{i}" for i in range(n_prompts)], validation_image=images
     )
-    pairs = validation_pairs(config, condition=None)
+    pairs = validation_pairs(config, SETTINGS, condition=None)
     got = [(pair.prompt, f"i{colours.index(pair.conditioning_image.getpixel((0, 0)))}") for pair in pairs]
     assert got == expected
     assert all(pair.annotation is None for pair in pairs)
@@ -96,7 +96,7 @@ def test_mismatched_prompts_and_images_are_one_line_errors(tmp_path, prompts, im
     paths = [save_image(tmp_path / f"i{i}.png", (0, 0, 0)) for i in range(images)]
     config = make_config(tmp_path, validation_prompt=prompts or None, validation_image=paths or None)
     with pytest.raises(UserError) as error:
-        validation_pairs(config, condition=None)
+        validation_pairs(config, SETTINGS, condition=None)
     assert "\n" not in str(error.value) and "--validation_" in str(error.value)
 
 
@@ -104,7 +104,7 @@ def test_unreadable_validation_image_is_a_user_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     config = make_config(tmp_path, validation_prompt=["a"], validation_image=[str(tmp_path / "bad.png")])
     with pytest.raises(UserError, match="bad.png"):
-        validation_pairs(config, condition=None)
+        validation_pairs(config, SETTINGS, condition=None)
 
 
 def test_sidecar_json_holds_the_annotation(tmp_path):
@@ -113,7 +113,7 @@ def test_sidecar_json_holds_the_annotation(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps([1.0, 2.0, 3.0]))
     without = save_image(tmp_path / "b.png", (0, 0, 0))
     config = make_config(tmp_path, validation_prompt=["x"], validation_image=[with_sidecar, without])
-    first, second = validation_pairs(config, condition)
+    first, second = validation_pairs(config, SETTINGS, condition)
     np.testing.assert_array_equal(first.annotation, [1.0, 2.0, 3.0])
     assert first.annotation.dtype == np.float32 and second.annotation is None
 
@@ -130,8 +130,8 @@ def test_dataset_rows_add_pairs_only_when_asked(tmp_path):
             "annotation": [list(map(float, c)) for c in colours],
         }
     ).cast_column("conditioning_image", datasets.Image())
-    assert validation_pairs(make_config(tmp_path), condition, dataset) == []
-    pairs = validation_pairs(make_config(tmp_path, validation_rows=3), condition, dataset)
+    assert validation_pairs(make_config(tmp_path), SETTINGS, condition, dataset) == []
+    pairs = validation_pairs(make_config(tmp_path, validation_rows=3), SETTINGS, condition, dataset)
     expected = ["caption 0", "caption 2", "caption 4"]
     assert [pair.prompt for pair in pairs] == expected
     np.testing.assert_array_equal(pairs[1].annotation, [80.0, 0.0, 0.0])
@@ -142,7 +142,7 @@ def test_dataset_rows_add_pairs_only_when_asked(tmp_path):
         validation_prompt=["p"],
         validation_image=[save_image(tmp_path / "v.png", 0)],
     )
-    assert [pair.prompt for pair in validation_pairs(given, condition, dataset)] == ["p", *expected]
+    assert [pair.prompt for pair in validation_pairs(given, SETTINGS, condition, dataset)] == ["p", *expected]
 
 
 def test_grid_has_a_row_per_pair_and_the_conditioning_image_first():
@@ -213,6 +213,7 @@ def test_log_validation_scores_every_output_and_leaves_training_state_alone(
         scores = log_validation(
             **components | {"controlnet": controlnet},
             config=config,
+            settings=SETTINGS,
             accelerator=accelerator,
             weight_dtype=torch.float32,
             step=7,
@@ -246,7 +247,12 @@ def test_log_validation_is_seeded_and_returns_nothing_without_a_condition(
     grids = []
     for step in (1, 2):
         args = dict(
-            config=config, accelerator=accelerator, weight_dtype=torch.float32, step=step, pairs=[pair]
+            config=config,
+            settings=SETTINGS,
+            accelerator=accelerator,
+            weight_dtype=torch.float32,
+            step=step,
+            pairs=[pair],
         )
         assert log_validation(**components, **args, condition=None) == {}
         grids.append(np.asarray(Image.open(tmp_path / "out" / "validation" / f"step-{step}.png")))
@@ -271,13 +277,13 @@ def test_log_validation_runs_with_half_precision_base_and_fp32_controlnet(
     config = make_config(
         tmp_path, pretrained_model_name_or_path=str(small_model_dir), num_validation_images=1
     )
-    config.seed = None
     pair = ValidationPair("a face", Image.new("RGB", (64, 64), (90, 40, 10)))
     accelerator = make_accelerator(mixed_precision="bf16")
     log_validation(
         **frozen,
         controlnet=controlnet,
         config=config,
+        settings=SETTINGS,
         accelerator=accelerator,
         weight_dtype=half,
         step=3,

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("controlkit.infer.app_command", "a Gradio demo of a trained ControlNet"),
     "quickstart": ("controlkit.quickstart.command", "every stage on the embedded default, on a CPU"),
     "pretrain-demo-base": (
-        "controlkit.quickstart.pretrain_command",
+        "controlkit.pretrain.command",
         "train the small demo base model that quickstart ships",
     ),
 }

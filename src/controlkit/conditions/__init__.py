@@ -2,7 +2,8 @@
 
 Built-in conditions register themselves when their module is imported; third-party ones plug in
 through the ``controlkit.conditions`` entry-point group (the entry point names a factory that takes
-the condition's options as keyword arguments and returns an object following ``Condition``).
+the condition's options as keyword arguments and returns a ``Condition``; an object that follows the
+interface without subclassing it gets the base class's defaults for what it leaves out).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from controlkit.conditions.base import Annotation, Condition
+from controlkit.conditions.base import Annotation, Condition, as_condition
 from controlkit.errors import UserError, first_line
 
 ENTRY_POINT_GROUP = "controlkit.conditions"
@@ -75,8 +76,9 @@ def get(name: str, **options: object) -> Condition:
             f"its options: {', '.join(accepted) or 'none'}"
         ) from exc
     try:
-        return factory(**options)
+        made = factory(**options)
     except (TypeError, ValueError) as exc:
         if not options:
             raise
         raise UserError(f"condition {name!r}: bad option value in {options}: {first_line(exc)}") from exc
+    return as_condition(made, name)

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from controlkit.conditions import register
+from controlkit.conditions.base import Condition
 from controlkit.conditions.geometry import resize_center_crop_geometry
 
 
@@ -45,13 +46,16 @@ def edge_scores(found: np.ndarray, reference: np.ndarray, tolerance: int) -> dic
 
 
 @register("canny")
-class Canny:
+class Canny(Condition):
     """Canny edges of the grayscale photo; ``tolerance`` is the pixel slack the F1 score allows.
 
     Options: ``low_threshold`` (100), ``high_threshold`` (200), ``tolerance`` (2 px, for the score).
     """
 
     name = "canny"
+    annotation_format = "edge-map"
+    found_label = "Detected edges"
+    photo_hint = "Upload a photo or take one with the webcam; its edges are drawn, and the images keep them."
 
     def __init__(self, low_threshold: int = 100, high_threshold: int = 200, tolerance: int = 2) -> None:
         self.low_threshold = int(low_threshold)

@@ -2,8 +2,8 @@
 
 Annotation: ``np.float32`` array ``(faces, 68, 2)`` of pixel (x, y) in the image's own frame, pixel
 centres at integers (see ``geometry``). A detector is any callable ``PIL image -> (faces, 68, 2) | None``;
-dlib (offline, the default) and SPIGA (the walkthrough's model) are built in, and a test or a learned
-regressor can be passed instead.
+dlib (offline, the default), SPIGA (the walkthrough's model) and the small-face landmark regressor (for
+faces of about 64 px, which dlib cannot see) are built in, and any other callable can be passed instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from controlkit.conditions import register
+from controlkit.conditions.base import Condition
 from controlkit.conditions.geometry import resize_center_crop_geometry
 from controlkit.conditions.landmarks68 import GROUPS, LEFT_EYE_OUTER, MIRROR, NUM_POINTS, RIGHT_EYE_OUTER
 from controlkit.errors import UserError
@@ -119,15 +120,26 @@ def landmark_scores(found: np.ndarray | None, reference: np.ndarray) -> dict[str
     }
 
 
+DETECTORS = ("dlib", "spiga", "regressor")
+
+
 @register("face-landmarks")
-class FaceLandmarks:
+class FaceLandmarks(Condition):
     """68 facial landmarks per face; see the module docstring for the annotation format.
 
-    Options: ``detector`` ("dlib" | "spiga" | a callable), ``upsample`` (dlib's, for the face boxes),
-    ``spiga_weights`` (a path), ``spiga_model`` (300wpublic, wflw, ...; else read from the file name).
+    Options: ``detector`` ("dlib" | "spiga" | "regressor" | a callable), ``upsample`` (dlib's, for the face
+    boxes), ``spiga_weights`` (a path), ``spiga_model`` (300wpublic, wflw, ...; else read from the file name).
     """
 
     name = "face-landmarks"
+    annotation_format = "ibug-68"
+    default_caption = "a photo of a face"
+    nothing_found = "no face found in the photo; try a clearer, front-facing photo"
+    found_label = "Detected landmarks"
+    photo_hint = (
+        "Upload a face photo or take one with the webcam; its landmarks are drawn, and the images keep "
+        "that pose."
+    )
 
     def __init__(
         self,
@@ -146,11 +158,15 @@ class FaceLandmarks:
             from controlkit.conditions.detectors.spiga_detector import SpigaLandmarks
 
             self.detector = SpigaLandmarks(weights=spiga_weights, upsample=upsample, model=spiga_model)
+        elif detector == "regressor":
+            from controlkit.conditions.detectors.regressor import RegressorDetector
+
+            self.detector = RegressorDetector()
         else:
-            raise UserError(f"unknown face-landmarks detector {detector!r}; choose dlib or spiga")
+            raise UserError(f"unknown face-landmarks detector {detector!r}; choose {', '.join(DETECTORS)}")
 
     def describe(self) -> dict[str, str]:
-        """Provenance for dataset cards: which detector, which version."""
+        """Provenance for dataset cards: which detector, which version (a plain callable may not say)."""
         version = getattr(self.detector, "version", None)
         return {
             "detector": str(getattr(self.detector, "name", getattr(self.detector, "__name__", "custom"))),

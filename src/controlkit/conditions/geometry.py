@@ -50,3 +50,9 @@ def resize_center_crop_geometry(from_size: tuple[int, int], to_size: tuple[int, 
 def resize_center_crop_image(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resize-and-centre-crop a photo to ``size`` (w, h); use the same geometry on its annotation."""
     return resize_center_crop_geometry(image.size, size).image(image)
+
+
+def box_downsample(image: Image.Image, resolution: int) -> Image.Image:
+    """An RGB square of ``resolution`` px reduced with a box filter: smooth edges, the look of a face drawn
+    larger and reduced (the synthetic faces, the demo base and the landmark regressor all see this)."""
+    return image.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)

@@ -2,8 +2,10 @@
 
 ``build_dataset(BuildConfig(...))`` is what ``controlkit data build`` calls. The output follows the
 dataset contract: a ``save_to_disk`` folder with ``image``, ``conditioning_image``, ``text``,
-``annotation`` and ``source`` columns (renamable), ``controlkit.json`` naming the condition and the
-columns, a README.md card and ``preview.png``.
+``annotation`` and ``source`` columns (renamable), its ``DatasetInfo`` record (the condition, the
+columns and the resolution), a README.md card and ``preview.png``. The build runs as named steps:
+check the settings, open the source, make the pairs (shard by shard, resumable), collect the shards,
+write the dataset with its record, card and preview, and publish it.
 """
 
 from __future__ import annotations
@@ -16,60 +18,24 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from controlkit import conditions
+from controlkit.conditions import Condition
 from controlkit.data.captioners import Captioner, make_captioner, parse_spec
-from controlkit.data.pairs import (
-    NO_FACE,
-    PairMaker,
-    PairResult,
-    PairSettings,
-    decode,
-    init_worker,
-    work,
-    work_chunk,
-)
+from controlkit.data.config import ENGINES, LANDMARKS, BuildConfig
+from controlkit.data.inputs import InputItem, Source, decode
+from controlkit.data.pairs import NO_FACE, PairMaker, PairResult, PairSettings, init_worker, work, work_chunk
 from controlkit.data.shards import ShardStore, work_dir_for
-from controlkit.data.sources import SYNTHETIC, InputItem, open_source
+from controlkit.data.sources import GROUND_TRUTH, open_source
 from controlkit.errors import UserError, first_line
-from controlkit.metadata import write_metadata
+from controlkit.metadata import DatasetInfo
 
 COLUMNS = ("image", "conditioning_image", "text", "annotation", "source")
-ENGINES = ("local", "ray")
-LANDMARKS = ("detector", "ground-truth")
 CHUNK = 4
-
-
-@dataclass
-class BuildConfig:
-    """The ``controlkit data build`` flags; see ``controlkit data build --help`` for each one."""
-
-    source: str
-    out: str
-    condition: str = "face-landmarks"
-    condition_options: dict[str, Any] = field(default_factory=dict)
-    captioner: str = "template"
-    image_column: str = "image"
-    split: str = "train"
-    num_workers: int = 1
-    resume: bool = False
-    limit: int | None = None
-    resolution: int | None = None
-    seed: int = 0
-    push_to_hub: str | None = None
-    landmarks: str = "detector"
-    keep_empty: bool = False
-    caption_prefix: str = ""
-    caption_suffix: str = ""
-    rename_columns: dict[str, str] = field(default_factory=dict)
-    engine: str = "local"
-    shard_size: int = 256
-    caption_batch_size: int = 16
-    progress: bool = True
 
 
 @dataclass
@@ -96,10 +62,6 @@ def _validate(config: BuildConfig) -> None:
         raise UserError(f"--engine must be one of {', '.join(ENGINES)}, not {config.engine!r}")
     if config.landmarks not in LANDMARKS:
         raise UserError(f"--landmarks must be one of {', '.join(LANDMARKS)}, not {config.landmarks!r}")
-    if config.landmarks == "ground-truth" and (
-        config.source != SYNTHETIC or config.condition != "face-landmarks"
-    ):
-        raise UserError(f"--landmarks ground-truth needs --source {SYNTHETIC} and --condition face-landmarks")
     if min(config.num_workers, config.shard_size, config.caption_batch_size) < 1:
         raise UserError("--num-workers, --shard-size and --caption-batch-size must be at least 1")
     if config.resolution is not None and config.resolution < 8:
@@ -113,6 +75,24 @@ def _validate(config: BuildConfig) -> None:
     if len(set(names)) != len(names):
         raise UserError(f"--rename-columns gives two columns the same name: {names}")
     parse_spec(config.captioner)
+
+
+def _check_ground_truth(config: BuildConfig, condition: Condition) -> None:
+    """``--landmarks ground-truth`` needs a source whose annotations are in the condition's format."""
+    if config.landmarks != "ground-truth":
+        return
+    have = GROUND_TRUTH.get(config.source)
+    if have is None:
+        raise UserError(
+            f"--landmarks ground-truth needs --source {' or '.join(GROUND_TRUTH)} (inputs that carry "
+            f"ground-truth annotations); {config.source} carries none"
+        )
+    if have != condition.annotation_format:
+        needs = condition.annotation_format or "annotations of its own (it declares no format)"
+        raise UserError(
+            f"--landmarks ground-truth: the source {config.source} has {have} annotations, "
+            f"the condition {condition.name} needs {needs}"
+        )
 
 
 def _check_hub_token(repo: str | None) -> None:
@@ -218,16 +198,16 @@ def _ray_results(settings: PairSettings, items: Iterable[InputItem], workers: in
         yield row["result"]
 
 
-def _features(condition: Any) -> Any:
+def _features(condition: Condition) -> Any:
+    """The shards' schema; the annotation's is None (inferred per shard) when the condition declares none."""
     import datasets
 
-    record_feature = getattr(condition, "record_feature", None)
     return datasets.Features(
         {
             "image": datasets.Image(),
             "conditioning_image": datasets.Image(),
             "text": datasets.Value("string"),
-            "annotation": record_feature() if callable(record_feature) else None,
+            "annotation": condition.record_feature(),
             "source": datasets.Value("string"),
         }
     )
@@ -250,7 +230,8 @@ class _ShardWriter:
             return
         kept = [r for r in self.buffer if r.reason is None]
         images = [decode(r.image)[0] for r in kept] if self.captioner.needs_images else [None] * len(kept)
-        texts = self.captioner.caption(images, [r.extra for r in kept]) if kept else []
+        own = [r.caption for r in kept]
+        texts = self.captioner.caption(images, [r.columns for r in kept], own) if kept else []
         rows = {
             "image": [{"bytes": r.image, "path": None} for r in kept],
             "conditioning_image": [{"bytes": r.conditioning_image, "path": None} for r in kept],
@@ -292,16 +273,37 @@ def build_dataset(config: BuildConfig) -> BuildReport:
 
 
 def _build(config: BuildConfig) -> BuildReport:
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     _validate(config)
     _check_hub_token(config.push_to_hub)
-    out = Path(config.out)
+    out = _new_folder(config.out)
+    condition = conditions.get(config.condition, **config.condition_options)
+    _check_ground_truth(config, condition)
+    source = _open_source(config)
+    store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume)
+    done = {entry["key"] for entry in store.manifest()}
+    captioner, processed = _make_pairs(config, condition, source, store, done)
+    dataset, report = _collect(config, store, out, resumed=len(done), processed=processed)
+    info = _card_info(config, condition, captioner, source, report)
+    store.finish(dataset, out, lambda folder: _write_extras(folder, config, dataset, info))
+    if config.push_to_hub:
+        report.hub_url = publish(out, config.push_to_hub)
+    report.seconds = time.perf_counter() - started
+    if config.progress:
+        print_summary(report)
+    return report
+
+
+def _new_folder(name: str) -> Path:
+    out = Path(name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not empty; choose a new folder")
+    return out
+
+
+def _open_source(config: BuildConfig) -> Source:
     kind, column = parse_spec(config.captioner)
-    source = open_source(
+    return open_source(
         config.source,
         image_column=config.image_column,
         split=config.split,
@@ -309,16 +311,23 @@ def _build(config: BuildConfig) -> BuildReport:
         limit=config.limit,
         seed=config.seed,
     )
-    condition = conditions.get(config.condition, **config.condition_options)
-    store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume)
-    done = {entry["key"] for entry in store.manifest()}
+
+
+def _make_pairs(
+    config: BuildConfig, condition: Condition, source: Source, store: ShardStore, done: set[str]
+) -> tuple[Captioner, int]:
+    """The per-image function over the inputs not ``done`` yet, captioned and written shard by shard.
+
+    Returns the captioner (the card describes it) and how many inputs this run processed.
+    """
+    from tqdm.auto import tqdm
+
     total = len(source) if config.limit is None else min(config.limit, len(source))
     settings = PairSettings(
         config.condition, config.condition_options, config.resolution, config.landmarks, config.keep_empty
     )
-    pending = source.items(skip=done, limit=config.limit)
     run = _ray_results if config.engine == "ray" else _local_results
-    results = run(settings, pending, config.num_workers)
+    results = run(settings, source.items(skip=done, limit=config.limit), config.num_workers)
     processed = 0
     bar = tqdm(
         total=total, initial=min(len(done), total), unit="img", desc="build", disable=not config.progress
@@ -329,7 +338,7 @@ def _build(config: BuildConfig) -> BuildReport:
             config.captioner,
             prefix=config.caption_prefix,
             suffix=config.caption_suffix,
-            default_sentence="a photo of a face" if config.condition == "face-landmarks" else "a photo",
+            default_sentence=condition.default_caption,
             batch_size=config.caption_batch_size,
         )
         writer = _ShardWriter(store, captioner, _features(condition), config.shard_size)
@@ -343,20 +352,13 @@ def _build(config: BuildConfig) -> BuildReport:
     finally:
         bar.close()
         results.close()
-    return _finish(config, condition, captioner, source, store, out, started, len(done), processed)
+    return captioner, processed
 
 
-def _finish(
-    config: BuildConfig,
-    condition: Any,
-    captioner: Captioner,
-    source: Any,
-    store: ShardStore,
-    out: Path,
-    started: float,
-    resumed: int,
-    processed: int,
-) -> BuildReport:
+def _collect(
+    config: BuildConfig, store: ShardStore, out: Path, resumed: int, processed: int
+) -> tuple[Any, BuildReport]:
+    """Every shard as one dataset with the asked column names, and the counts over every run of the build."""
     manifest = store.manifest()
     skipped = [{"source": e["source"], "reason": e["reason"]} for e in manifest if e["reason"] is not None]
     dataset = store.consolidate()
@@ -366,7 +368,7 @@ def _finish(
             f"no rows: all {len(manifest)} inputs were skipped ({'; '.join(reasons[:3])}); "
             f"the partial build is in {store.work_dir}"
         )
-    names = {column: config.rename_columns.get(column, column) for column in COLUMNS}
+    names = _column_names(config)
     dataset = dataset.rename_columns({k: v for k, v in names.items() if k != v})
     report = BuildReport(
         out=out,
@@ -375,61 +377,74 @@ def _finish(
         kept_empty=sum(1 for e in manifest if e["reason"] is None and e["empty"]),
         skipped=skipped,
         resumed=resumed,
-        seconds=time.perf_counter() - started,
+        seconds=0.0,
         processed_this_run=processed,
     )
-    describe = getattr(condition, "describe", None)
-    info = {
-        "name": out.name,
+    return dataset, report
+
+
+def _column_names(config: BuildConfig) -> dict[str, str]:
+    return {column: config.rename_columns.get(column, column) for column in COLUMNS}
+
+
+def _detector(config: BuildConfig, condition: Condition, source: Source) -> dict[str, str]:
+    """Which detector made the annotations; with ground truth none did (and dlib need not be installed)."""
+    if config.landmarks == "ground-truth":
+        return {
+            "detector": f"none: the source's own ground-truth annotations ({source.annotation_format})",
+            "detector_version": "n/a",
+        }
+    return condition.describe()
+
+
+def _card_info(
+    config: BuildConfig, condition: Condition, captioner: Captioner, source: Source, report: BuildReport
+) -> dict[str, Any]:
+    """What the dataset card tells: provenance, counts, columns, skipped inputs and the build settings."""
+    return {
+        "name": report.out.name,
         "source": source.description,
         "condition": config.condition,
         "condition_options": config.condition_options,
-        **(describe() if callable(describe) else {}),
+        **_detector(config, condition, source),
         "captioner": captioner.description,
         "resolution": config.resolution,
         "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "columns": names,
+        "columns": _column_names(config),
         "counts": {
             "inputs": report.inputs,
             "rows": report.rows,
             "kept_empty": report.kept_empty,
             "no_annotation": report.no_annotation,
-            "failed": len(skipped) - report.no_annotation,
+            "failed": len(report.skipped) - report.no_annotation,
         },
-        "skipped": skipped,
+        "skipped": report.skipped,
         "config": asdict(config),
     }
 
-    def extras(folder: Path) -> None:
-        from controlkit.data.card import PREVIEW_ROWS, write_card, write_preview
 
-        write_metadata(
-            folder,
-            {
-                "condition": config.condition,
-                "condition_options": config.condition_options,
-                "image_column": names["image"],
-                "conditioning_image_column": names["conditioning_image"],
-                "caption_column": names["text"],
-                "annotation_column": names["annotation"],
-                "source_column": names["source"],
-            },
-        )
-        write_card(folder, info)
-        head = dataset.select(range(min(PREVIEW_ROWS, len(dataset))))
-        write_preview(
-            [(r[names["image"]], r[names["conditioning_image"]], r[names["text"]]) for r in head],
-            folder / "preview.png",
-            headers=(names["image"], names["conditioning_image"], names["text"]),
-        )
+def _write_extras(folder: Path, config: BuildConfig, dataset: Any, info: dict[str, Any]) -> None:
+    """Beside the dataset: its DatasetInfo record, the card and the preview of its first rows."""
+    from controlkit.data.card import PREVIEW_ROWS, write_card, write_preview
 
-    store.finish(dataset, out, extras)
-    if config.push_to_hub:
-        report.hub_url = publish(out, config.push_to_hub)
-    report.seconds = time.perf_counter() - started
-    if config.progress:
-        print_summary(report)
-    return report
+    names = _column_names(config)
+    DatasetInfo(
+        condition=config.condition,
+        condition_options=config.condition_options,
+        image_column=names["image"],
+        conditioning_image_column=names["conditioning_image"],
+        caption_column=names["text"],
+        annotation_column=names["annotation"],
+        source_column=names["source"],
+        resolution=config.resolution,
+    ).write(folder)
+    write_card(folder, info)
+    head = dataset.select(range(min(PREVIEW_ROWS, len(dataset))))
+    write_preview(
+        [(r[names["image"]], r[names["conditioning_image"]], r[names["text"]]) for r in head],
+        folder / "preview.png",
+        headers=(names["image"], names["conditioning_image"]),
+    )
 
 
 def publish(folder: Path, repo: str) -> str:

@@ -16,32 +16,37 @@ from controlkit.errors import UserError, first_line
 BLIP_DEFAULT = "Salesforce/blip-image-captioning-base"
 
 
+Captions = Sequence[str | None]
+"""Each input's own caption, None where it has none (a synthetic face brings its attributes in words)."""
+
+
 class Captioner:
-    """``caption(images, extras) -> texts``; ``needs_images`` says whether ``images`` must be decoded."""
+    """``caption(images, columns, own) -> texts``; ``needs_images`` says whether ``images`` must be decoded.
+
+    ``columns`` holds each input's other columns; ``own`` each input's own caption (empty: none has one).
+    """
 
     needs_images = False
     description = ""
 
-    def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
+    def caption(
+        self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()
+    ) -> list[str]:
         raise NotImplementedError
 
 
 class TemplateCaptioner(Captioner):
-    """A fixed sentence, or for synthetic faces a sentence made from the face's attributes."""
+    """A fixed sentence, or the input's own caption where it has one."""
 
     def __init__(self, sentence: str):
         self.sentence = sentence
-        self.description = f"template ({sentence!r}; synthetic faces described by their attributes)"
+        self.description = f"template ({sentence!r}; an input's own caption where it has one)"
 
-    def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
-        return [self._one(extra) for extra in extras]
-
-    def _one(self, extra: dict[str, Any]) -> str:
-        if "attributes" in extra:
-            from controlkit.data.synthetic_faces import describe
-
-            return describe(extra["attributes"])
-        return self.sentence
+    def caption(
+        self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()
+    ) -> list[str]:
+        own = list(own) or [None] * len(columns)
+        return [text or self.sentence for text in own]
 
 
 class ColumnCaptioner(Captioner):
@@ -51,8 +56,10 @@ class ColumnCaptioner(Captioner):
         self.column = column
         self.description = f"column {column!r} of the source dataset"
 
-    def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
-        return ["" if extra.get(self.column) is None else str(extra[self.column]) for extra in extras]
+    def caption(
+        self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()
+    ) -> list[str]:
+        return ["" if row.get(self.column) is None else str(row[self.column]) for row in columns]
 
 
 class BlipCaptioner(Captioner):
@@ -77,7 +84,9 @@ class BlipCaptioner(Captioner):
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.description = f"BLIP ({model}, {self.device})"
 
-    def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
+    def caption(
+        self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()
+    ) -> list[str]:
         import torch
 
         texts: list[str] = []
@@ -99,8 +108,10 @@ class Framed(Captioner):
         self.description = inner.description + (f", prefix {prefix!r}" if prefix else "")
         self.description += f", suffix {suffix!r}" if suffix else ""
 
-    def caption(self, images: Sequence[Image.Image | None], extras: Sequence[dict[str, Any]]) -> list[str]:
-        return [f"{self.prefix}{text}{self.suffix}" for text in self.inner.caption(images, extras)]
+    def caption(
+        self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()
+    ) -> list[str]:
+        return [f"{self.prefix}{text}{self.suffix}" for text in self.inner.caption(images, columns, own)]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from controlkit import __version__
+from controlkit.pictures import image_grid
 
 PREVIEW_ROWS = 4
-_THUMB = 192
-_TEXT_WIDTH = 320
-_HEADER = 24
+_TILE = (192, 192)
 
 
 def _cell(value: Any) -> str:
@@ -35,13 +33,6 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         "built": f"{info['built_at']} with controlkit {__version__}",
     }
     lines = [
-        "---",
-        "tags:",
-        "- controlnet",
-        "- controlkit",
-        f"- {info['condition']}",
-        "---",
-        "",
         f"# {info['name']}",
         "",
         f"A paired dataset for training a ControlNet on the `{info['condition']}` condition, built by "
@@ -98,29 +89,27 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         "```",
         "",
     ]
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    front_matter = DatasetCardData(tags=["controlnet", "controlkit", info["condition"]]).to_yaml()
     path = folder / "README.md"
-    path.write_text("\n".join(lines))
+    DatasetCard(f"---\n{front_matter}\n---\n\n" + "\n".join(lines)).save(path)
     return path
 
 
 def write_preview(
     rows: list[tuple[Image.Image, Image.Image, str]],
     path: Path,
-    headers: tuple[str, str, str] = ("image", "conditioning_image", "text"),
+    headers: tuple[str, str] = ("image", "conditioning_image"),
 ) -> Path:
-    """A grid of the first rows: photo | conditioning image | caption."""
-    font = ImageFont.load_default(size=14)
-    sheet = Image.new("RGB", (2 * _THUMB + _TEXT_WIDTH, _HEADER + _THUMB * max(len(rows), 1)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(headers):
-        draw.text((j * _THUMB + 8, 4), label, fill="gray", font=font)
-    for i, (image, conditioning, caption) in enumerate(rows):
-        top = _HEADER + i * _THUMB
-        for j, picture in enumerate((image, conditioning)):
-            thumb = picture.convert("RGB")
-            thumb.thumbnail((_THUMB, _THUMB))
-            sheet.paste(thumb, (j * _THUMB + (_THUMB - thumb.width) // 2, top + (_THUMB - thumb.height) // 2))
-        text = "\n".join(textwrap.wrap(caption, width=36)[:10])
-        draw.multiline_text((2 * _THUMB + 8, top + 8), text, fill="black", font=font)
+    """A grid of the first rows: photo | conditioning image, titled by their columns, the caption below."""
+    sheet = image_grid(
+        [(image, conditioning) for image, conditioning, _ in rows],
+        _TILE,
+        fit="contain",
+        titles=headers,
+        row_text=[caption for _, _, caption in rows],
+        row_text_lines=3,
+    )
     sheet.save(path)
     return path

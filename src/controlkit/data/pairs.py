@@ -1,4 +1,4 @@
-"""The per-image function every engine runs: decode -> (resize and crop) -> annotate -> render -> record.
+"""The per-image function every engine runs: load -> (resize and crop) -> annotate -> render -> record.
 
 It is a picklable callable built once per worker process (the condition and its detector load once),
 and it never raises on a bad input: it returns a result whose ``reason`` says why the input was skipped.
@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from controlkit.conditions.geometry import resize_center_crop_image
-from controlkit.data.sources import InputItem
+from controlkit.data.inputs import InputError, InputItem, Loaded
 from controlkit.errors import UserError
 
 NO_FACE = "nothing found by the condition"
-DEFAULT_SYNTHETIC_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -36,7 +34,11 @@ class PairSettings:
 
 @dataclass
 class PairResult:
-    """One processed input: the row's fields when ``reason`` is None, else why it was skipped."""
+    """One processed input: the row's fields when ``reason`` is None, else why it was skipped.
+
+    ``caption`` is the input's own caption (None when it has none) and ``columns`` its source's other
+    columns: the captioner, in the main process, reads them.
+    """
 
     key: str
     source: str
@@ -45,7 +47,8 @@ class PairResult:
     conditioning_image: bytes | None = None
     annotation: Any = None
     empty: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    caption: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -63,15 +66,6 @@ def _encode_like(image: Image.Image, original_format: str | None) -> bytes:
     return _png(image)
 
 
-def decode(data: bytes) -> tuple[Image.Image, str | None]:
-    """Bytes -> RGB image upright as ``datasets`` shows it (EXIF orientation applied), and its format."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        image_format = opened.format
-        image = ImageOps.exif_transpose(opened).convert("RGB")
-    return image, image_format
-
-
 class PairMaker:
     """Callable ``InputItem -> PairResult``; build one per process."""
 
@@ -83,63 +77,52 @@ class PairMaker:
 
     def warm_up(self) -> None:
         """Load what the condition loads lazily (detector weights), so forked workers share it."""
-        if self.settings.landmarks == "ground-truth":
-            return  # the detector is never called
-        try:
-            self.condition.annotate(Image.new("RGB", (64, 64)))
-        except UserError:
-            raise
-        except Exception:  # a condition that cannot annotate a blank picture fails later, per input
-            pass
+        if self.settings.landmarks != "ground-truth":  # with ground truth the detector is never called
+            self.condition.warm_up()
 
     def __call__(self, item: InputItem) -> PairResult:
         try:
             return self._make(item)
         except UserError:
             raise
+        except InputError as exc:
+            return PairResult(item.key, item.source, reason=str(exc))
         except Exception as exc:  # one bad input must never stop the build
             return PairResult(item.key, item.source, reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
 
     def _make(self, item: InputItem) -> PairResult:
-        settings = self.settings
-        extra = dict(item.extra)
-        if item.seed is not None:
-            from controlkit.data.synthetic_faces import render_synthetic_face
-
-            face = render_synthetic_face(item.seed, size=settings.resolution or DEFAULT_SYNTHETIC_SIZE)
-            image, data = face.image.convert("RGB"), None
-            extra["attributes"] = face.attributes
-            ground_truth = face.landmarks[None]
+        settings, condition = self.settings, self.condition
+        loaded = item.load(settings.resolution)
+        image, data = self._fit(loaded)
+        if settings.landmarks == "ground-truth":
+            annotation = loaded.ground_truth
+            if annotation is not None and image.size != loaded.image.size:
+                annotation = condition.resize_center_crop(annotation, loaded.image.size, image.size)
         else:
-            data = item.data if item.data is not None else Path(item.path).read_bytes()
-            try:
-                image, image_format = decode(data)
-            except UnidentifiedImageError:
-                return PairResult(
-                    item.key, item.source, reason="cannot decode image: unknown or corrupt format"
-                )
-            except Exception as exc:
-                return PairResult(item.key, item.source, reason=f"cannot decode image: {exc}".splitlines()[0])
-            if settings.resolution and image.size != (settings.resolution,) * 2:
-                image = resize_center_crop_image(image, (settings.resolution, settings.resolution))
-                data = _encode_like(image, image_format)
-            ground_truth = None
-        annotation = ground_truth if settings.landmarks == "ground-truth" else self.condition.annotate(image)
-        empty = annotation is None or len(annotation) == 0
+            annotation = condition.annotate(image)
+        empty = condition.is_empty(annotation)
         if empty and not settings.keep_empty:
             return PairResult(item.key, item.source, reason=NO_FACE)
-        conditioning = (
-            Image.new("RGB", image.size) if empty else self.condition.render(annotation, size=image.size)
-        )
+        size = image.size
+        conditioning = Image.new("RGB", size) if empty else condition.render(annotation, size=size)
         return PairResult(
             key=item.key,
             source=item.source,
             image=data if data is not None else _png(image),
             conditioning_image=_png(conditioning),
-            annotation=None if empty else self.condition.to_record(annotation),
+            annotation=None if empty else condition.to_record(annotation),
             empty=empty,
-            extra=extra,
+            caption=loaded.caption,
+            columns=loaded.columns,
         )
+
+    def _fit(self, loaded: Loaded) -> tuple[Image.Image, bytes | None]:
+        """The picture at the build's resolution, and its bytes: the original ones unless it was resized."""
+        resolution = self.settings.resolution
+        if not resolution or loaded.image.size == (resolution, resolution):
+            return loaded.image, loaded.data
+        image = resize_center_crop_image(loaded.image, (resolution, resolution))
+        return image, _encode_like(image, loaded.image_format)
 
 
 _worker_maker: PairMaker | None = None

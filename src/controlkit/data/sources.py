@@ -1,46 +1,24 @@
 """Where the photos come from: an image folder, a Hugging Face dataset, or the synthetic face generator.
 
-A source lists its inputs as small picklable ``InputItem`` objects with a stable key, so a resumed
-build can skip the keys already done and worker processes can decode the images themselves.
+A source lists its inputs as small picklable items (``data.inputs``) with a stable key, so a resumed
+build can skip the keys already done and worker processes can load the images themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controlkit.data.inputs import FileItem, InputItem, Source
+from controlkit.data.synthetic_source import NAME as SYNTHETIC
+from controlkit.data.synthetic_source import SyntheticSource
 from controlkit.errors import UserError, first_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-SYNTHETIC = "synthetic-faces"
+GROUND_TRUTH: dict[str, str] = {SYNTHETIC: SyntheticSource.annotation_format}
+"""The sources whose inputs carry ground-truth annotations (``--landmarks ground-truth``), and its format."""
 _DATA_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
-
-
-@dataclass
-class InputItem:
-    """One input: ``key`` is unique and stable across runs, ``source`` is what the dataset records."""
-
-    key: str
-    source: str
-    path: str | None = None
-    data: bytes | None = None
-    seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Source:
-    """A finite, ordered list of inputs."""
-
-    description: str
-    columns: tuple[str, ...] = ()
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
-        raise NotImplementedError
 
 
 class FolderSource(Source):
@@ -64,7 +42,7 @@ class FolderSource(Source):
         for path in self.files[:limit]:
             key = path.relative_to(self.root).as_posix()
             if key not in skip:
-                yield InputItem(key=key, source=key, path=str(path))
+                yield FileItem(key=key, source=key, path=str(path))
 
 
 class HFDatasetSource(Source):
@@ -110,28 +88,8 @@ class HFDatasetSource(Source):
                 continue
             row = self.dataset[index]
             path, data = _image_payload(row[self.image_column])
-            extra = {column: row[column] for column in self.keep_columns}
-            yield InputItem(key=key, source=f"{self.name}:{key}", path=path, data=data, extra=extra)
-
-
-class SyntheticSource(Source):
-    """The first ``n`` procedural faces of the stream ``synthetic_faces(n, seed)`` draws."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed = n, seed
-        self.description = f"{SYNTHETIC} (stream seed {seed}, {n} faces)"
-
-    def __len__(self) -> int:
-        return self.n
-
-    def items(self, skip: set[str] = frozenset(), limit: int | None = None) -> Iterator[InputItem]:
-        from controlkit.data.synthetic_faces import face_seed
-
-        for index in range(min(self.n, limit or self.n)):
-            key = f"face:{index}"
-            if key not in skip:
-                seed = face_seed(self.seed, index)
-                yield InputItem(key=key, source=f"{SYNTHETIC}:{self.seed}:{index}", seed=seed)
+            columns = {column: row[column] for column in self.keep_columns}
+            yield FileItem(key=key, source=f"{self.name}:{key}", path=path, data=data, columns=columns)
 
 
 def _is_saved_dataset(path: Path) -> bool:

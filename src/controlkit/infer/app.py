@@ -1,39 +1,36 @@
-"""The Gradio demo of a trained ControlNet: a photo in, its landmarks drawn, new images in the same pose out.
+"""The Gradio demo of a trained ControlNet: a photo in, what its condition finds drawn over it, new images
+that follow it out.
 
 The handlers (``AppHandlers``) are plain functions over PIL images that return a status message instead
 of raising, so they can be tested without a browser; ``build_app`` only wires widgets to them, and all
-generation goes through ``controlkit.infer.generate``. Gradio is told not to phone home, and the app binds
+generation goes through ``controlkit.infer.generate``. The ControlNet's record (controlkit.json) is read
+once, when the handlers are made, not once per click. Gradio is told not to phone home, and the app binds
 to localhost unless asked otherwise.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from controlkit.conditions import Condition
 from controlkit.errors import UserError, require
-from controlkit.infer.generate import annotate_photo, fit, generate, resolve_condition, work_size
+from controlkit.infer.config import AppConfig, GenerateConfig
+from controlkit.infer.generate import draw_annotation, fit, generate, resolve_condition, work_size
 from controlkit.infer.panel import score_caption
-from controlkit.infer.pipeline import read_controlnet_info
+from controlkit.infer.pipeline import load_pipeline
+from controlkit.metadata import ControlNetInfo
+from controlkit.paths import cache_dir
 
 MAX_FILE_SIZE = "15mb"
-MAX_PIXELS = 24_000_000
-"""Uploads above this many pixels (about 6000 x 4000) are refused before any work is done."""
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "controlkit" / "examples"
 
 
 def example_photos(folder: str | Path | None = None) -> list[Path]:
     """The face photos scikit-image and matplotlib ship, copied once into ``folder`` (default: the user's
     cache); a library that is not installed leaves its photo out."""
-    folder = Path(folder) if folder is not None else _cache_dir()
+    folder = Path(folder) if folder is not None else cache_dir("examples")
     folder.mkdir(parents=True, exist_ok=True)
     photos = []
     path = folder / "astronaut.jpg"
@@ -66,30 +63,31 @@ def overlay(photo: Image.Image, drawing: Image.Image) -> Image.Image:
     return Image.composite(drawing, dimmed, mask)
 
 
-@dataclass
 class AppHandlers:
-    """What the app's widgets call: each returns its outputs plus a status message ("" when all went well)."""
+    """What the app's widgets call: each returns its outputs plus a status message ("" when all went well).
 
-    controlnet: str
-    base: str | None = None
-    condition: Condition | None = None
-    device: str | None = None
-    max_pixels: int = MAX_PIXELS
-    size: tuple[int, int] = field(init=False)
+    Made once per app: it reads the ControlNet's record and resolves its condition here, so a bad
+    ControlNet or condition fails before the page is served, and no click reads them again.
+    """
 
-    def __post_init__(self) -> None:
-        info = read_controlnet_info(self.controlnet)
-        self.size = (info.resolution, info.resolution)
-        if self.condition is None or isinstance(self.condition, str):
-            self.condition = resolve_condition(self.condition, self.controlnet)
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.info = ControlNetInfo.read(config.controlnet)
+        self.condition = resolve_condition(config.condition, self.info, config.controlnet)
+        self.size = (self.info.resolution, self.info.resolution)
+
+    def load_pipeline(self) -> None:
+        """Load the pipeline now, so the first click does not wait for it."""
+        load_pipeline(self.config.controlnet, self.info, base=self.config.base, device=self.config.device)
 
     def _check(self, photo: Image.Image | None) -> str:
         if photo is None:
             return "Upload a photo or take one with the webcam first."
-        if photo.width * photo.height > self.max_pixels:
+        limit = self.config.max_pixels
+        if photo.width * photo.height > limit:
             return (
                 f"This photo is too large ({photo.width} x {photo.height} pixels); "
-                f"the limit is {self.max_pixels / 1e6:.0f} megapixels."
+                f"the limit is {limit / 1e6:.0f} megapixels."
             )
         return ""
 
@@ -100,10 +98,10 @@ class AppHandlers:
             return None, message if photo is not None else ""
         working = fit(photo.convert("RGB"), work_size(self.size))
         try:
-            annotation, _ = annotate_photo(working, self.condition, self.size)
+            _, drawing = draw_annotation(working, self.condition)
         except UserError as exc:
             return None, _sentence(exc)
-        return overlay(working, self.condition.render(annotation, size=working.size)), ""
+        return overlay(working, drawing), ""
 
     def generate(
         self,
@@ -122,21 +120,22 @@ class AppHandlers:
             return [], message
         if not prompt or not prompt.strip():
             return [], "Write a prompt first."
+        config = GenerateConfig(
+            controlnet=self.config.controlnet,
+            base=self.config.base,
+            condition=self.condition,
+            device=self.config.device,
+            image=photo,
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            num_images=int(num_images),
+            steps=int(steps),
+            guidance=float(guidance),
+            controlnet_scale=float(controlnet_scale),
+            seed=int(seed),
+        )
         try:
-            result = generate(
-                self.controlnet,
-                prompt,
-                image=photo,
-                base=self.base,
-                negative_prompt=negative_prompt or None,
-                num_images=int(num_images),
-                steps=int(steps),
-                guidance=float(guidance),
-                controlnet_scale=float(controlnet_scale),
-                seed=int(seed),
-                condition=self.condition,
-                device=self.device,
-            )
+            result = generate(config, self.info)
         except UserError as exc:
             return [], _sentence(exc)
         captions = [
@@ -152,22 +151,12 @@ def _sentence(exc: UserError) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
-def build_app(
-    controlnet: str | Path,
-    base: str | None = None,
-    *,
-    condition: str | Condition | None = None,
-    device: str | None = None,
-    steps: int = 20,
-    num_images: int = 4,
-    max_pixels: int = MAX_PIXELS,
-    examples: list[Path] | None = None,
-):
-    """The app as a ``gr.Blocks``; ``examples`` defaults to the bundled photos (``example_photos``)."""
+def build_app(handlers: AppHandlers, examples: list[Path] | None = None):
+    """The app as a ``gr.Blocks`` over ``handlers``; ``examples`` defaults to the bundled photos
+    (``example_photos``)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     gr = require("gradio", "app")
-    handlers = AppHandlers(str(controlnet), base, condition, device, max_pixels)
-    info = read_controlnet_info(controlnet)
+    config, info, condition = handlers.config, handlers.info, handlers.condition
     examples = example_photos() if examples is None else examples
 
     def on_photo(photo):
@@ -184,10 +173,9 @@ def build_app(
 
     with gr.Blocks(title="controlkit", analytics_enabled=False) as demo:
         gr.Markdown(
-            f"## controlkit: {Path(str(controlnet)).name}\n"
-            f"A ControlNet trained on **{info.condition or handlers.condition.name}** "
-            f"over `{base or info.base_model}`. Upload a face photo or take one with the webcam; "
-            "its landmarks are drawn, and the images keep that pose."
+            f"## controlkit: {Path(str(config.controlnet)).name}\n"
+            f"A ControlNet trained on **{info.condition or condition.name}** "
+            f"over `{config.base or info.base_model}`. {condition.photo_hint}"
         )
         with gr.Row():
             with gr.Column():
@@ -196,19 +184,19 @@ def build_app(
                 )
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[photo], label="Example photos")
-            landmarks = gr.Image(
-                label="Detected landmarks", interactive=False, elem_id="landmarks", height=320, format="png"
+            found = gr.Image(
+                label=condition.found_label, interactive=False, elem_id="landmarks", height=320, format="png"
             )
         prompt = gr.Textbox(
             label="Prompt", placeholder="a portrait of a woman, oil painting", elem_id="prompt"
         )
         negative = gr.Textbox(label="Negative prompt", placeholder="blurry, low quality")
         with gr.Row():
-            steps_in = gr.Slider(1, 100, value=steps, step=1, label="Steps")
+            steps_in = gr.Slider(1, 100, value=config.steps, step=1, label="Steps")
             guidance = gr.Slider(1.0, 20.0, value=7.5, step=0.5, label="Guidance")
             scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ControlNet scale")
             seed = gr.Number(value=0, precision=0, label="Seed")
-            count = gr.Slider(1, 8, value=num_images, step=1, label="Images")
+            count = gr.Slider(1, 8, value=config.num_images, step=1, label="Images")
         button = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown(elem_id="status")
         gallery = gr.Gallery(
@@ -221,7 +209,7 @@ def build_app(
 
         # One queue for every event: the detector and the pipeline are used by one request at a time.
         queue = {"concurrency_id": "model", "concurrency_limit": 1}
-        photo.change(on_photo, inputs=[photo], outputs=[landmarks, status], **queue)
+        photo.change(on_photo, inputs=[photo], outputs=[found, status], **queue)
         inputs = [photo, prompt, negative, steps_in, guidance, scale, seed, count]
         button.click(on_generate, inputs=inputs, outputs=[gallery, status], **queue)
         prompt.submit(on_generate, inputs=inputs, outputs=[gallery, status], **queue)

@@ -23,8 +23,10 @@ from PIL import Image, ImageOps
 from controlkit.conditions import Annotation, Condition
 from controlkit.conditions import get as get_condition
 from controlkit.errors import UserError
+from controlkit.infer.config import GenerateConfig
 from controlkit.infer.panel import make_panel, score_caption
-from controlkit.infer.pipeline import load_pipeline, read_controlnet_info
+from controlkit.infer.pipeline import load_pipeline
+from controlkit.metadata import ControlNetInfo
 
 MIN_WORK_SIZE = 512
 IMAGE_NAME = "image-{:02d}.png"
@@ -81,16 +83,16 @@ def work_size(size: tuple[int, int]) -> tuple[int, int]:
     return size[0] * factor, size[1] * factor
 
 
-def resolve_condition(condition: str | Condition | None, controlnet: str | Path | None = None) -> Condition:
-    """The condition asked for, else the one the ControlNet was trained with (its controlkit.json), with the
+def resolve_condition(
+    condition: str | Condition | None, info: ControlNetInfo, controlnet: str | Path
+) -> Condition:
+    """The condition asked for, else the one the ControlNet was trained with (its ``info``), with the
     options recorded at training when it is that one."""
     if condition is not None and not isinstance(condition, str):
         return condition
     options: dict = {}
-    if controlnet is not None:
-        info = read_controlnet_info(controlnet)
-        if condition in (None, info.condition):
-            condition, options = info.condition, info.condition_options
+    if condition in (None, info.condition):
+        condition, options = info.condition, info.condition_options
     if not condition:
         raise UserError(
             f"{controlnet} records no condition (controlkit.json); "
@@ -99,17 +101,20 @@ def resolve_condition(condition: str | Condition | None, controlnet: str | Path 
     return get_condition(condition, **options)
 
 
+def draw_annotation(photo: Image.Image, condition: Condition) -> tuple[Annotation, Image.Image]:
+    """(annotation, conditioning image) of a photo already at its working size; UserError when the
+    condition finds nothing (in the condition's own words)."""
+    annotation = condition.annotate(photo)
+    if annotation is None:
+        raise UserError(condition.nothing_found)
+    return annotation, condition.render(annotation, size=photo.size).convert("RGB")
+
+
 def annotate_photo(
     photo: Image.Image, condition: Condition, size: tuple[int, int]
 ) -> tuple[Annotation, Image.Image]:
     """(annotation at the working size, conditioning image at ``size``); UserError when nothing is found."""
-    working = work_size(size)
-    annotation = condition.annotate(fit(photo, working))
-    if annotation is None:
-        if "face" in condition.name:
-            raise UserError("no face found in the photo; try a clearer, front-facing photo")
-        raise UserError(f"the {condition.name} condition finds nothing in the photo; try another photo")
-    rendered = condition.render(annotation, size=working).convert("RGB")
+    annotation, rendered = draw_annotation(fit(photo, work_size(size)), condition)
     return annotation, rendered.resize(size, Image.Resampling.LANCZOS)
 
 
@@ -126,85 +131,82 @@ def output_size(height: int | None, width: int | None, resolution: int) -> tuple
     return round_to_8(width or resolution), round_to_8(height or resolution)
 
 
-def generate(
-    controlnet: str | Path,
-    prompt: str,
-    image: str | Path | Image.Image | None = None,
-    conditioning_image: str | Path | Image.Image | None = None,
-    base: str | None = None,
-    negative_prompt: str | None = None,
-    num_images: int = 4,
-    steps: int = 20,
-    guidance: float = 7.5,
-    controlnet_scale: float = 1.0,
-    seed: int = 0,
-    height: int | None = None,
-    width: int | None = None,
-    condition: str | Condition | None = None,
-    out: str | Path | None = None,
-    device: str | None = None,
-    overwrite: bool = False,
-) -> GenerationResult:
-    """Generate ``num_images`` images from a photo (annotated with the condition) or a conditioning image.
+@dataclass
+class _Control:
+    """What the pipeline is steered by: the conditioning image, and the photo it came from (if any)."""
+
+    image: Image.Image
+    photo: Image.Image | None = None
+    annotation: Annotation | None = None
+    condition: Condition | None = None
+
+
+def _control(config: GenerateConfig, info: ControlNetInfo, size: tuple[int, int]) -> _Control:
+    """The photo annotated and rendered, or the ready conditioning image fitted to ``size``."""
+    if config.image is not None:
+        condition = resolve_condition(config.condition, info, config.controlnet)
+        photo = fit(load_photo(config.image), work_size(size))
+        annotation, image = annotate_photo(photo, condition, size)
+        return _Control(image, photo, annotation, condition)
+    image = fit(load_photo(config.conditioning_image, "conditioning image"), size)
+    if config.condition is None:
+        return _Control(image)
+    return _Control(image, condition=resolve_condition(config.condition, info, config.controlnet))
+
+
+def generate(config: GenerateConfig, info: ControlNetInfo | None = None) -> GenerationResult:
+    """Generate ``config.num_images`` images from a photo (annotated with the condition) or a conditioning
+    image.
 
     Image ``i`` uses seed ``seed + i``, so any one of them can be made again alone. With ``out``, writes
-    the images, ``conditioning.png``, ``panel.png`` and ``scores.json`` there.
+    the images, ``conditioning.png``, ``panel.png`` and ``scores.json`` there. ``info``: the ControlNet's
+    record, when the caller has read it already (the app reads it once, not once per click).
     """
-    if (image is None) == (conditioning_image is None):
+    if (config.image is None) == (config.conditioning_image is None):
         raise UserError(
             "give exactly one of a photo (--image) or a conditioning image (--conditioning-image)"
         )
-    if num_images < 1 or steps < 1:
+    if config.num_images < 1 or config.steps < 1:
         raise UserError("--num-images and --steps must be at least 1")
-    out_dir = Path(out) if out is not None else None
+    out_dir = Path(config.out) if config.out is not None else None
     if out_dir is not None:
-        _check_out(out_dir, overwrite)
-    info = read_controlnet_info(controlnet)
-    size = output_size(height, width, info.resolution)
-
-    photo = annotation = cond = None
-    if image is not None:
-        cond = resolve_condition(condition, controlnet)
-        photo = fit(load_photo(image), work_size(size))
-        annotation, control = annotate_photo(photo, cond, size)
-    else:
-        control = fit(load_photo(conditioning_image, "conditioning image"), size)
-        if condition is not None:
-            cond = resolve_condition(condition, controlnet)
+        _check_out(out_dir, config.overwrite)
+    info = ControlNetInfo.read(config.controlnet) if info is None else info
+    size = output_size(config.height, config.width, info.resolution)
+    control = _control(config, info, size)
 
     import torch
 
-    pipe = load_pipeline(controlnet, base=base, device=device)
-    seeds = [seed + i for i in range(num_images)]
-    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    pipe = load_pipeline(config.controlnet, info, base=config.base, device=config.device)
+    seeds = [config.seed + i for i in range(config.num_images)]
     images = pipe(
-        prompt=prompt,
-        image=control,
-        negative_prompt=negative_prompt or None,
-        num_images_per_prompt=num_images,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        controlnet_conditioning_scale=controlnet_scale,
-        generator=generators,
+        prompt=config.prompt,
+        image=control.image,
+        negative_prompt=config.negative_prompt or None,
+        num_images_per_prompt=config.num_images,
+        num_inference_steps=config.steps,
+        guidance_scale=config.guidance,
+        controlnet_conditioning_scale=config.controlnet_scale,
+        generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds],
         height=size[1],
         width=size[0],
     ).images
 
-    scores = score_images(images, annotation, cond) if annotation is not None else []
-    captions = [score_caption(s) for s in scores] if scores else []
-    panel = make_panel(control, images, photo=photo, captions=captions)
+    scored = control.annotation is not None
+    scores = score_images(images, control.annotation, control.condition) if scored else []
+    captions = [score_caption(s) for s in scores]
     result = GenerationResult(
         images=images,
-        conditioning_image=control,
+        conditioning_image=control.image,
         scores=scores,
-        panel=panel,
-        photo=photo.resize(size, Image.Resampling.LANCZOS) if photo is not None else None,
-        annotation=annotation,
-        condition=cond.name if cond is not None else None,
+        panel=make_panel(control.image, images, photo=control.photo, captions=captions),
+        photo=control.photo.resize(size, Image.Resampling.LANCZOS) if control.photo is not None else None,
+        annotation=control.annotation,
+        condition=control.condition.name if control.condition is not None else None,
         seeds=seeds,
     )
     if out_dir is not None:
-        result.out = _write(result, out_dir, prompt=prompt, controlnet=str(controlnet))
+        result.out = _write(result, out_dir, prompt=config.prompt, controlnet=str(config.controlnet))
     return result
 
 

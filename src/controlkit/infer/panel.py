@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-BACKGROUND = (255, 255, 255)
-TEXT = (20, 20, 20)
+from controlkit.pictures import image_grid
+
 MIN_TILE = 128
 """Tiles are the output size scaled up by a whole factor to at least this many pixels, so captions fit."""
 
@@ -30,21 +30,6 @@ def tile_size(size: tuple[int, int]) -> tuple[int, int]:
     return size[0] * factor, size[1] * factor
 
 
-def _font(tile_width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=max(8, tile_width // 14))
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
-    """Split a caption at its `` · `` separators so each line fits the tile width."""
-    lines: list[str] = []
-    for part in text.split(" · "):
-        if lines and draw.textlength(f"{lines[-1]}  {part}", font=font) <= width:
-            lines[-1] = f"{lines[-1]}  {part}"
-        else:
-            lines.append(part)
-    return lines
-
-
 def make_panel(
     conditioning: Image.Image,
     outputs: Sequence[Image.Image],
@@ -57,20 +42,6 @@ def make_panel(
     when there are no captions.
     """
     tile = tile_size(outputs[0].size if outputs else conditioning.size)
-    tiles = ([photo] if photo is not None else []) + [conditioning, *outputs]
-    first_output = len(tiles) - len(outputs)
-    font = _font(tile[0])
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    wrapped = [_wrap(probe, caption, font, tile[0] - 4) for caption in captions]
-    line_height = int(font.size * 1.25) if hasattr(font, "size") else 12
-    band = (max(len(lines) for lines in wrapped) * line_height + 6) if wrapped else 0
-
-    panel = Image.new("RGB", (tile[0] * len(tiles), tile[1] + band), BACKGROUND)
-    draw = ImageDraw.Draw(panel)
-    for i, image in enumerate(tiles):
-        panel.paste(image.convert("RGB").resize(tile, Image.Resampling.LANCZOS), (i * tile[0], 0))
-    for j, lines in enumerate(wrapped):
-        x = (first_output + j) * tile[0] + 2
-        for k, line in enumerate(lines):
-            draw.text((x, tile[1] + 3 + k * line_height), line, fill=TEXT, font=font)
-    return panel
+    inputs = ([photo] if photo is not None else []) + [conditioning]
+    under = [[None] * len(inputs) + list(captions)] if captions else []
+    return image_grid([[*inputs, *outputs]], tile, captions=under)

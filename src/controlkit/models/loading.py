@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from controlkit.errors import UserError, first_line
+from controlkit.paths import check_exists
 
 _PARTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
 
@@ -29,19 +30,29 @@ def _pickle_only(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in found if not list(p.parent.glob("*.safetensors")))
 
 
-def _check_source(name: str, allow_pickle: bool) -> None:
+def _check_source(name: str, allow_pickle: bool, what: str = "model folder") -> None:
+    if not check_exists(name, what):
+        return
     local = Path(name)
-    if local.exists():
-        if not local.is_dir():
-            raise UserError(f"{name} is a file; give a model folder in the diffusers layout or a Hub id")
-        pickled = [] if allow_pickle else _pickle_only(local)
-        if pickled:
-            raise UserError(
-                f"{name} has only pickle weights for some parts ({', '.join(pickled[:3])}); "
-                "convert them to safetensors or pass --allow_pickle if you trust them"
-            )
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UserError(f"model folder not found: {name}")
+    if not local.is_dir():
+        raise UserError(f"{name} is a file; give a model folder in the diffusers layout or a Hub id")
+    pickled = [] if allow_pickle else _pickle_only(local)
+    if pickled:
+        raise UserError(
+            f"{name} has only pickle weights for some parts ({', '.join(pickled[:3])}); "
+            "convert them to safetensors or pass --allow_pickle if you trust them"
+        )
+
+
+def controlnet_subfolder(name: str) -> str | None:
+    """Where a ControlNet folder keeps its model: at its root (as `controlkit train` saves it), or in
+    ``controlnet/`` (a checkpoint, or a pipeline folder); None for the root and for a Hub id."""
+    local = Path(name)
+    if not local.exists() or (local / "config.json").is_file():
+        return None
+    if (local / "controlnet" / "config.json").is_file():
+        return "controlnet"
+    raise UserError(f"{name} holds no ControlNet (no config.json at its root or in controlnet/)")
 
 
 def _use_safetensors(allow_pickle: bool) -> bool | None:
@@ -99,18 +110,27 @@ def load_controlnet(
     variant: str | None = None,
     cache_dir: str | None = None,
     allow_pickle: bool = False,
+    dtype: Any = None,
 ):
-    """An existing diffusers ControlNetModel to start training from (or to use)."""
+    """A diffusers ControlNetModel (a Hub id or a folder; see ``controlnet_subfolder``) to train or to use."""
+    import warnings
+
     from diffusers import ControlNetModel
 
-    _check_source(name, allow_pickle)
-    try:
-        return ControlNetModel.from_pretrained(
-            name,
-            revision=revision,
-            variant=variant,
-            cache_dir=cache_dir,
-            use_safetensors=_use_safetensors(allow_pickle),
-        )
-    except (OSError, ValueError) as exc:
-        raise _load_error("ControlNet", name, exc) from exc
+    _check_source(name, allow_pickle, "ControlNet")
+    options = {"torch_dtype": dtype} if dtype is not None else {}
+    # ``torch_dtype`` works on every supported diffusers; newer ones prefer ``dtype`` and warn.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Please use `dtype` instead.*", category=FutureWarning)
+        try:
+            return ControlNetModel.from_pretrained(
+                name,
+                subfolder=controlnet_subfolder(name),
+                revision=revision,
+                variant=variant,
+                cache_dir=cache_dir,
+                use_safetensors=_use_safetensors(allow_pickle),
+                **options,
+            )
+        except (OSError, ValueError) as exc:
+            raise _load_error("ControlNet", name, exc) from exc

@@ -5,9 +5,10 @@
   (a ControlNet that follows its input draws the other face's layout, so the error grows);
 - disabled: the ControlNet's residuals scaled to 0, i.e. the base model alone.
 A ControlNet that has learned control is clearly better matched than both others. Every case uses the same
-prompts and seeds; scores come from the face-landmarks condition with the quickstart landmark regressor as
-its detector (``landmark_nme``, ``detection_rate``), plus ``point_error``: the mean point distance over
-inter-ocular distance for every image, matched or not (the condition's NME only counts found faces).
+prompts and seeds; scores come from the face-landmarks condition with the small-face landmark regressor as
+its detector (``get("face-landmarks", detector="regressor")``: ``landmark_nme``, ``detection_rate``), plus
+``point_error``: the mean point distance over inter-ocular distance for every image, matched or not (the
+condition's NME only counts found faces).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from controlkit.conditions import Condition
 from controlkit.conditions.face_landmarks import draw_landmarks, inter_ocular
+from controlkit.pictures import image_grid
 
 CASES = ("matched", "shuffled", "disabled")
 
@@ -77,13 +80,21 @@ def generate(
     ).images
 
 
-def score(images: list[Image.Image], faces: list[HeldOutFace], detector) -> dict[str, float]:
-    """Mean ``landmark_nme`` and ``detection_rate`` (the condition's own score) and ``point_error``."""
+def adherence_condition() -> Condition:
+    """Face landmarks read by the landmark regressor: dlib cannot see faces this small."""
     from controlkit.conditions import get
 
-    condition = get("face-landmarks", detector=detector)
+    return get("face-landmarks", detector="regressor")
+
+
+def score(images: list[Image.Image], faces: list[HeldOutFace], condition: Condition) -> dict[str, float]:
+    """Mean ``landmark_nme`` and ``detection_rate`` (the condition's own score) and ``point_error``.
+
+    ``condition`` is ``adherence_condition()``: its regressor finds one face in every image, which
+    ``point_error`` needs.
+    """
     scores = [condition.score(image, face.annotation) for image, face in zip(images, faces, strict=True)]
-    found = detector.predict(images)
+    found = condition.detector.predict(images)
     errors = [
         float(np.linalg.norm(f - face.annotation[0], axis=-1).mean()) / inter_ocular(face.annotation[0])
         for f, face in zip(found, faces, strict=True)
@@ -103,7 +114,7 @@ def shuffled(items: list) -> list:
 
 
 def control_test(
-    pipe, faces: list[HeldOutFace], detector, steps: int, guidance: float, seed: int
+    pipe, faces: list[HeldOutFace], condition: Condition, steps: int, guidance: float, seed: int
 ) -> tuple[dict[str, dict[str, float]], dict[str, list[Image.Image]]]:
     """Scores and images of the three cases: matched, shuffled, disabled."""
     own = [face.conditioning_image for face in faces]
@@ -112,7 +123,7 @@ def control_test(
         case: generate(pipe, faces, cond, scale, steps, guidance, seed)
         for case, (cond, scale) in runs.items()
     }
-    return {case: score(images[case], faces, detector) for case in CASES}, images
+    return {case: score(images[case], faces, condition) for case in CASES}, images
 
 
 def control_panel(
@@ -120,10 +131,8 @@ def control_panel(
 ) -> Image.Image:
     """Rows: conditioning | matched | shuffled | disabled, for the first faces."""
     cell = faces[0].conditioning_image.width
-    rows = min(rows, len(faces))
-    panel = Image.new("RGB", (cell * (1 + len(CASES)), cell * rows), "white")
-    for row in range(rows):
-        tiles = [faces[row].conditioning_image] + [images[case][row] for case in CASES]
-        for col, tile in enumerate(tiles):
-            panel.paste(tile.resize((cell, cell)), (col * cell, row * cell))
-    return panel
+    grid = [
+        [faces[row].conditioning_image, *(images[case][row] for case in CASES)]
+        for row in range(min(rows, len(faces)))
+    ]
+    return image_grid(grid, (cell, cell))

@@ -1,84 +1,44 @@
-"""The settings of quickstart's stages as plain dataclasses, importable without torch (the CLI reads them)."""
+"""The settings of `controlkit quickstart`, importable without torch (its flags come from here)."""
 
 from __future__ import annotations
 
-import shlex
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from controlkit.errors import UserError
-
-
-@dataclass
-class PretrainConfig:
-    """Settings of one pretraining run; the defaults are the ones used for the shipped demo base."""
-
-    out: Path = Path("demo_base")
-    work_dir: Path | None = None
-    images: int = 10000
-    resolution: int = 64
-    render_size: int = 128
-    seed: int = 0
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    vae_channels: tuple[int, ...] = (32, 64, 64)
-    text_hidden_size: int = 64
-    vae_steps: int = 1_000_000
-    vae_minutes: float = 1.5
-    vae_batch_size: int = 64
-    vae_crop: int = 64
-    vae_lr: float = 2e-3
-    kl_weight: float = 2e-5
-    unet_steps: int = 1_000_000
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup_steps: int = 200
-    caption_dropout: float = 0.1
-    snr_gamma: float = 5.0
-    ema_max_decay: float = 0.999
-    time_budget_minutes: float = 11.0
-    checkpoint_minutes: float = 2.5
-    threads: int = 1
-    sample_steps: int = 25
-    device: str = "auto"
-    command: str = field(default_factory=lambda: shlex.join(["controlkit", *sys.argv[1:]]))
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        self.work_dir = Path(self.work_dir) if self.work_dir else self.out.with_name(self.out.name + "-work")
-        if self.resolution % 8:
-            raise UserError(f"--resolution must be a multiple of 8, got {self.resolution}")
-        if len(self.vae_channels) not in (3, 4):
-            raise UserError("--vae-channels needs 3 values (4x downsampling) or 4 (8x, as SD's VAE)")
-        if self.vae_crop > self.resolution or self.vae_crop % 8:
-            raise UserError(f"--vae-crop must be a multiple of 8, at most --resolution; got {self.vae_crop}")
-
+from controlkit.flags import option
 
 DEMO_BASE = Path(__file__).parent / "demo_base"
+"""The small pretrained base quickstart ships (remade by `controlkit pretrain-demo-base`)."""
 
 
 @dataclass
 class QuickstartConfig:
     """Settings of `controlkit quickstart`; the defaults finish in under 10 minutes on 2 CPU cores."""
 
-    out: Path = Path("quickstart-out")
-    images: int = 1000
-    steps: int = 800
-    batch_size: int = 8
-    learning_rate: float = 3e-3
-    empty_prompts: float = 0.5
-    validation_every: int = 200
-    validation_faces: int = 4
-    eval_faces: int = 8
-    eval_steps: int = 12
-    guidance: float = 3.0
-    base: str = str(DEMO_BASE)
-    seed: int = 0
-    threads: int | None = None
-    overwrite: bool = False
+    out: Path = option(Path("quickstart-out"), "output folder")
+    images: int = option(1000, "synthetic faces in the dataset")
+    steps: int = option(800, "ControlNet training steps")
+    batch_size: int = option(8, "training batch size")
+    learning_rate: float = option(
+        3e-3, "the ControlNet's learning rate, decayed to 0 over --steps by a cosine"
+    )
+    empty_prompts: float = option(
+        0.5, "share of empty captions, so the ControlNet must read the condition (ControlNet paper: 50%)"
+    )
+    validation_every: int = option(200, "checkpoint, validation grid and adherence every N steps")
+    validation_faces: int = option(4, "held-out faces in the grids")
+    eval_faces: int = option(8, "held-out faces the adherence is measured on")
+    eval_steps: int = option(12, "sampling steps when measuring adherence")
+    guidance: float = option(3.0, "classifier-free guidance when measuring")
+    base: str | None = option(None, "the base model (default: the shipped demo base)")
+    seed: int = option(0, "seed of the faces, the split and training")
+    threads: int | None = option(None, "torch CPU threads (default: 1 on a busy machine, else every core)")
+    overwrite: bool = option(False, "replace a non-empty --out")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.base = str(self.base or DEMO_BASE)
         if min(self.images, self.steps, self.batch_size, self.validation_every) < 1:
             raise UserError("--images, --steps, --batch-size and --validation-every must be at least 1")
         if self.eval_faces < 2:

@@ -131,7 +131,9 @@ def train_controlnet(
     return Path(train(train_config))
 
 
-def adherence_over_steps(pipe, controlnet_dir: Path, faces, detector, config: QuickstartConfig) -> list[dict]:
+def adherence_over_steps(
+    pipe, controlnet_dir: Path, faces, condition, config: QuickstartConfig
+) -> list[dict]:
     """Matched adherence of every checkpoint and the final ControlNet on the held-out faces."""
     from diffusers import ControlNetModel
 
@@ -147,7 +149,7 @@ def adherence_over_steps(pipe, controlnet_dir: Path, faces, detector, config: Qu
     for step, path in sorted(steps.items()):
         pipe.controlnet = ControlNetModel.from_pretrained(path)
         images = generate(pipe, faces, conditioning, 1.0, config.eval_steps, config.guidance, config.seed)
-        rows.append({"step": step, **score(images, faces, detector)})
+        rows.append({"step": step, **score(images, faces, condition)})
     return rows
 
 
@@ -156,8 +158,13 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     import torch
     from diffusers import ControlNetModel
 
-    from controlkit.quickstart.adherence import control_panel, control_test, held_out_faces, load_pipeline
-    from controlkit.quickstart.regressor import RegressorDetector
+    from controlkit.quickstart.adherence import (
+        adherence_condition,
+        control_panel,
+        control_test,
+        held_out_faces,
+        load_pipeline,
+    )
     from controlkit.quickstart.report import SUMMARY_FILE, write_report
 
     if not (Path(config.base) / "model_index.json").is_file():
@@ -182,12 +189,12 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     lap("prepare")
     controlnet_dir = train_controlnet(config, dataset, init, validation)
     lap("train")
-    detector = RegressorDetector()
+    condition = adherence_condition()
     pipe = load_pipeline(config.base, ControlNetModel.from_pretrained(controlnet_dir))
-    by_step = adherence_over_steps(pipe, controlnet_dir, eval_faces, detector, config)
+    by_step = adherence_over_steps(pipe, controlnet_dir, eval_faces, condition, config)
     pipe.controlnet = ControlNetModel.from_pretrained(controlnet_dir)
     control, images = control_test(
-        pipe, eval_faces, detector, config.eval_steps, config.guidance, config.seed
+        pipe, eval_faces, condition, config.eval_steps, config.guidance, config.seed
     )
     control_panel(eval_faces, images).save(out / "control.png")
     lap("adherence")

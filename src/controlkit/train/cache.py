@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from controlkit.console import say
+from controlkit.paths import cache_dir
 from controlkit.train.data import TRANSFORM_VERSION, PairedImages, TrainingData, collate, digest, tokenize
 
 SHARD_SIZE = 256
@@ -26,10 +28,8 @@ MANIFEST = "manifest.json"
 
 
 def default_cache_root(config) -> Path:
-    if config.latents_cache_dir:
-        return Path(config.latents_cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "controlkit" / "latents"
+    """``--latents_cache_dir``, else controlkit's cache folder (``~/.cache/controlkit/latents``)."""
+    return Path(config.latents_cache_dir) if config.latents_cache_dir else cache_dir("latents")
 
 
 def _model_identity(config) -> list:
@@ -52,15 +52,16 @@ def _model_identity(config) -> list:
 def cache_key(config, data: TrainingData, weight_dtype: torch.dtype) -> str:
     from datasets import Value
 
-    caption_feature = data.dataset.features[data.caption_column]
-    caption_seed = None if caption_feature == Value("string") else config.seed  # list captions pick by seed
+    settings = data.settings
+    caption_feature = data.dataset.features[settings.caption_column]
+    caption_seed = None if caption_feature == Value("string") else settings.seed  # list captions pick by seed
     return digest(
         _model_identity(config),
         str(weight_dtype),
-        config.resolution,
+        settings.resolution,
         data.fingerprint,
-        data.image_column,
-        data.caption_column,
+        settings.image_column,
+        settings.caption_column,
         caption_seed,
         TRANSFORM_VERSION,
     )
@@ -198,7 +199,7 @@ def prepare_cache(
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
-            accelerator.print(f"cached latents and text embeddings of {len(pairs)} rows in {folder}")
-        elif accelerator.is_main_process:
-            accelerator.print(f"using cached latents from {folder}")
+            say(f"cached latents and text embeddings of {len(pairs)} rows in {folder}")
+        else:
+            say(f"using cached latents from {folder}")
     return LatentCache(folder)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import argparse
 
+from controlkit.console import is_main_process
 from controlkit.train.config import TrainConfig, add_arguments
 
 __all__ = ["add_arguments", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from controlkit.train.trainer import train
 
     output_dir = train(TrainConfig.from_namespace(args))
-    if PartialState().is_main_process:
+    if is_main_process():
         print(f"ControlNet saved in {output_dir}")
     return 0

@@ -12,11 +12,13 @@ import argparse
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controlkit import flags
 from controlkit.errors import UserError, first_line
+from controlkit.flags import option
 
 CONFIG_FILE_NAME = "train_config.yaml"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
@@ -24,141 +26,152 @@ REPORT_TO = ("tensorboard", "wandb", "all", "none")
 PRIVATE_FIELDS = ("config", "hub_token")
 
 
-def _opt(default: Any, help: str, **argparse_kwargs: Any) -> Any:
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
-
-
 @dataclass
 class TrainConfig:
     """Field names and defaults are those of diffusers' examples/controlnet/train_controlnet.py."""
 
     # Models
-    pretrained_model_name_or_path: str | None = _opt(
+    pretrained_model_name_or_path: str | None = option(
         None,
         "Base Stable Diffusion 1.x/2.x model: a Hub id or a local folder in the diffusers layout (required).",
     )
-    controlnet_model_name_or_path: str | None = _opt(
+    controlnet_model_name_or_path: str | None = option(
         None, "Start from this ControlNet (Hub id or folder) instead of a copy of the base model's UNet."
     )
-    revision: str | None = _opt(None, "Revision (branch, tag or commit) of the base model on the Hub.")
-    variant: str | None = _opt(None, "Weights variant of the base model, e.g. fp16.")
-    tokenizer_name: str | None = _opt(None, "Tokenizer name or path, if not the base model's own.")
-    allow_pickle: bool = _opt(
+    revision: str | None = option(None, "Revision (branch, tag or commit) of the base model on the Hub.")
+    variant: str | None = option(None, "Weights variant of the base model, e.g. fp16.")
+    tokenizer_name: str | None = option(None, "Tokenizer name or path, if not the base model's own.")
+    allow_pickle: bool = option(
         False, "Allow loading pickle (.bin/.ckpt) weights; by default only safetensors are loaded."
     )
     # Output and reproducibility
-    output_dir: str = _opt(
+    output_dir: str = option(
         "controlnet-model", "Where the ControlNet, checkpoints, logs and metrics are written."
     )
-    cache_dir: str | None = _opt(None, "Where downloaded models and datasets are stored.")
-    seed: int | None = _opt(None, "A seed for reproducible training (data order, noise, caption dropout).")
-    resolution: int = _opt(512, "Training resolution in pixels; images are resized and center-cropped to it.")
+    cache_dir: str | None = option(None, "Where downloaded models and datasets are stored.")
+    seed: int | None = option(None, "A seed for reproducible training (data order, noise, caption dropout).")
+    resolution: int = option(
+        512,
+        "Training resolution in pixels; images are resized and center-cropped to it. When not given, a "
+        "dataset that `controlkit data build` made at another resolution trains at that one.",
+    )
     # Schedule
-    train_batch_size: int = _opt(4, "Batch size per device.")
-    num_train_epochs: int = _opt(1, "Number of passes over the dataset (ignored if max_train_steps is set).")
-    max_train_steps: int | None = _opt(None, "Total optimizer steps; overrides num_train_epochs.")
-    checkpointing_steps: int = _opt(
+    train_batch_size: int = option(4, "Batch size per device.")
+    num_train_epochs: int = option(
+        1, "Number of passes over the dataset (ignored if max_train_steps is set)."
+    )
+    max_train_steps: int | None = option(None, "Total optimizer steps; overrides num_train_epochs.")
+    checkpointing_steps: int = option(
         500, "Save a resumable checkpoint-N/ every N optimizer steps (the final model is saved separately)."
     )
-    checkpoints_total_limit: int | None = _opt(
+    checkpoints_total_limit: int | None = option(
         None, "Keep at most this many checkpoints (oldest removed first)."
     )
-    resume_from_checkpoint: str | None = _opt(
+    resume_from_checkpoint: str | None = option(
         None, 'Resume from a checkpoint: "latest", a checkpoint-N name in output_dir, or a path.'
     )
-    gradient_accumulation_steps: int = _opt(1, "Micro-batches accumulated before each optimizer step.")
-    gradient_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
-    learning_rate: float = _opt(5e-6, "Initial learning rate (after the warm-up).")
-    scale_lr: bool = _opt(
+    gradient_accumulation_steps: int = option(1, "Micro-batches accumulated before each optimizer step.")
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    learning_rate: float = option(5e-6, "Initial learning rate (after the warm-up).")
+    scale_lr: bool = option(
         False, "Scale the learning rate by GPUs x gradient accumulation steps x batch size."
     )
-    lr_scheduler: str = _opt("constant", "Learning-rate schedule.", choices=LR_SCHEDULERS)
-    lr_warmup_steps: int = _opt(500, "Warm-up steps of the learning-rate schedule.")
-    lr_num_cycles: int = _opt(1, "Hard restarts of the cosine_with_restarts schedule.")
-    lr_power: float = _opt(1.0, "Power factor of the polynomial schedule.")
+    lr_scheduler: str = option("constant", "Learning-rate schedule.", choices=LR_SCHEDULERS)
+    lr_warmup_steps: int = option(500, "Warm-up steps of the learning-rate schedule.")
+    lr_num_cycles: int = option(1, "Hard restarts of the cosine_with_restarts schedule.")
+    lr_power: float = option(1.0, "Power factor of the polynomial schedule.")
     # Optimizer and memory
-    use_8bit_adam: bool = _opt(
+    use_8bit_adam: bool = option(
         False, "8-bit Adam from bitsandbytes (needs a CUDA GPU and controlkit[lowmem])."
     )
-    dataloader_num_workers: int = _opt(0, "Worker processes loading data (0: in the main process).")
-    adam_beta1: float = _opt(0.9, "Adam beta1.")
-    adam_beta2: float = _opt(0.999, "Adam beta2.")
-    adam_weight_decay: float = _opt(1e-2, "Adam weight decay.")
-    adam_epsilon: float = _opt(1e-08, "Adam epsilon.")
-    max_grad_norm: float = _opt(1.0, "Clip gradients to this norm.")
-    allow_tf32: bool = _opt(False, "Allow TF32 matmuls on Ampere GPUs (faster, slightly less precise).")
-    mixed_precision: str | None = _opt(
+    dataloader_num_workers: int = option(0, "Worker processes loading data (0: in the main process).")
+    adam_beta1: float = option(0.9, "Adam beta1.")
+    adam_beta2: float = option(0.999, "Adam beta2.")
+    adam_weight_decay: float = option(1e-2, "Adam weight decay.")
+    adam_epsilon: float = option(1e-08, "Adam epsilon.")
+    max_grad_norm: float = option(1.0, "Clip gradients to this norm.")
+    allow_tf32: bool = option(False, "Allow TF32 matmuls on Ampere GPUs (faster, slightly less precise).")
+    mixed_precision: str | None = option(
         None,
         "Mixed precision: the frozen UNet, VAE and text encoder in fp16/bf16, the ControlNet in fp32. "
         "Default: the accelerate config's setting.",
         choices=("no", "fp16", "bf16"),
     )
-    enable_xformers_memory_efficient_attention: bool = _opt(
+    enable_xformers_memory_efficient_attention: bool = option(
         False, "Use xformers attention if installed; otherwise PyTorch's SDPA (the default) is used."
     )
-    set_grads_to_none: bool = _opt(False, "Set gradients to None instead of zero (saves memory).")
-    vram: int | None = _opt(
+    set_grads_to_none: bool = option(False, "Set gradients to None instead of zero (saves memory).")
+    vram: int | None = option(
         None,
         "Apply the walkthrough's memory settings for a GPU of this many GB and print them "
         "(flags and config keys you give still win).",
         choices=(8, 12, 16, 24),
     )
-    cache_latents: bool = _opt(
+    cache_latents: bool = option(
         False,
         "Compute VAE latents and text embeddings once, keep them on disk, reuse them across epochs and runs.",
     )
-    latents_cache_dir: str | None = _opt(
+    latents_cache_dir: str | None = option(
         None, "Where --cache_latents stores its cache (default: ~/.cache/controlkit/latents)."
     )
     # Hub and tracking
-    push_to_hub: bool = _opt(False, "Upload the final ControlNet and its model card to the Hub.")
-    hub_token: str | None = _opt(None, "Hub token (default: the saved login or HF_TOKEN).")
-    hub_model_id: str | None = _opt(None, "Hub repo to push to (default: the output_dir name).")
-    logging_dir: str = _opt("logs", "Tracker log folder, relative to output_dir.")
-    report_to: str = _opt("tensorboard", "Tracker for losses and validation images.", choices=REPORT_TO)
-    tracker_project_name: str = _opt("train_controlnet", "Project name passed to the tracker.")
+    push_to_hub: bool = option(False, "Upload the final ControlNet and its model card to the Hub.")
+    hub_token: str | None = option(None, "Hub token (default: the saved login or HF_TOKEN).")
+    hub_model_id: str | None = option(None, "Hub repo to push to (default: the output_dir name).")
+    logging_dir: str = option("logs", "Tracker log folder, relative to output_dir.")
+    report_to: str = option("tensorboard", "Tracker for losses and validation images.", choices=REPORT_TO)
+    tracker_project_name: str = option("train_controlnet", "Project name passed to the tracker.")
     # Data
-    dataset_name: str | None = _opt(
+    dataset_name: str | None = option(
         None,
         "Training data: a Hub dataset id, a folder written by datasets' save_to_disk (e.g. by "
         "`controlkit data build`), or parquet file(s)/folder.",
     )
-    dataset_config_name: str | None = _opt(None, "Config of the Hub dataset, if it has several.")
-    train_data_dir: str | None = _opt(
+    dataset_config_name: str | None = option(None, "Config of the Hub dataset, if it has several.")
+    train_data_dir: str | None = option(
         None,
         "An image folder whose metadata.jsonl gives file_name, conditioning_image_file_name and the caption.",
     )
-    image_column: str = _opt("image", "Column of target images.")
-    conditioning_image_column: str = _opt("conditioning_image", "Column of conditioning images.")
-    caption_column: str = _opt("text", "Column of captions (a string or a list of strings).")
-    annotation_column: str = _opt(
-        "annotation", "Column of condition annotations, used for adherence scores of --validation_rows."
+    # A column flag not given takes the name that `controlkit data build` recorded with the dataset.
+    image_column: str = option("image", "Column of target images (not given: the dataset's recorded name).")
+    conditioning_image_column: str = option(
+        "conditioning_image", "Column of conditioning images (not given: the dataset's recorded name)."
     )
-    max_train_samples: int | None = _opt(
+    caption_column: str = option(
+        "text", "Column of captions, a string or a list of strings (not given: the dataset's recorded name)."
+    )
+    annotation_column: str = option(
+        "annotation",
+        "Column of condition annotations, used for adherence scores of --validation_rows (not given: the "
+        "dataset's recorded name).",
+    )
+    max_train_samples: int | None = option(
         None, "Train on at most this many samples (for debugging or quick runs)."
     )
-    proportion_empty_prompts: float = _opt(
+    proportion_empty_prompts: float = option(
         0.0, "Fraction of captions replaced by the empty prompt (caption dropout), from 0 to 1."
     )
     # Validation
-    validation_prompt: list[str] | None = _opt(None, "Prompts evaluated every validation_steps.", nargs="+")
-    validation_image: list[str] | None = _opt(
+    validation_prompt: list[str] | None = option(None, "Prompts evaluated every validation_steps.")
+    validation_image: list[str] | None = option(
         None,
         "Conditioning images for the validation prompts (one, or one per prompt); a NAME.json beside an "
         "image may hold its annotation for adherence scores.",
-        nargs="+",
     )
-    validation_rows: int = _opt(
+    validation_rows: int = option(
         0, "Also validate on this many (conditioning image, caption) rows taken from the training dataset."
     )
-    num_validation_images: int = _opt(4, "Images generated per validation pair.")
-    validation_steps: int = _opt(100, "Run validation every N optimizer steps.")
-    validation_inference_steps: int | None = _opt(
+    num_validation_images: int = option(4, "Images generated per validation pair.")
+    validation_steps: int = option(100, "Run validation every N optimizer steps.")
+    validation_inference_steps: int | None = option(
         None, "Denoising steps per validation image (default: 20, UniPC as the reference uses)."
     )
     # The file this configuration was read from (not itself a training option).
-    config: str | None = _opt(
+    config: str | None = option(
         None, "A YAML or TOML file holding these same keys; flags given here override it."
+    )
+    given: tuple[str, ...] = option(
+        (), "The keys the command line and the config file set (from_namespace fills it).", hidden=True
     )
 
     @classmethod
@@ -171,9 +184,9 @@ class TrainConfig:
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> TrainConfig:
         """Merge defaults, --vram preset, config file and explicitly given flags (parsed with SUPPRESS)."""
-        given = {k: v for k, v in vars(namespace).items() if k in _FIELDS}
-        from_file = load_config_file(given["config"]) if given.get("config") else {}
-        explicit = {**from_file, **given}
+        flags_given = {k: v for k, v in vars(namespace).items() if k in _FIELDS}
+        from_file = load_config_file(flags_given["config"]) if flags_given.get("config") else {}
+        explicit = {**from_file, **flags_given}
         values = {}
         vram = explicit.get("vram")
         if vram is not None:
@@ -181,9 +194,14 @@ class TrainConfig:
 
             values.update(vram_preset(int(vram)))
         values.update(explicit)
-        config = cls(**values)
+        config = cls(**values, given=tuple(explicit))
         config.validate()
         return config
+
+    def is_given(self, name: str) -> bool:
+        """Whether the user chose this setting: set by flag or config file, or (for a config made in
+        Python) different from its default. A setting not given may give way to the dataset's record."""
+        return name in self.given or getattr(self, name) != _FIELDS[name].default
 
     def validate(self) -> None:
         """One clear line for each kind of bad input, before any model is loaded."""
@@ -228,51 +246,20 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings (every flag's value)."""
+        return {f.name: getattr(self, f.name) for f in flags.flag_fields(TrainConfig)}
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without the token and the config file's own path: what logs, cards and reruns show."""
         return {k: v for k, v in self.to_dict().items() if k not in PRIVATE_FIELDS}
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def _converter(f: dataclasses.Field) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    if kind.startswith("bool"):
-        return _bool
-    if kind.startswith("int"):
-        return int
-    if kind.startswith("float"):
-        return float
-    return str
+_FIELDS = {f.name: f for f in flags.flag_fields(TrainConfig)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every TrainConfig field as a flag of the same name; unset flags stay out of the namespace."""
-    for f in dataclasses.fields(TrainConfig):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help")
-        if f.default is not None and f.default is not False:
-            help_text += f" (default: {f.default})"
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, **meta}
-        if _converter(f) is _bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = _converter(f)
-        parser.add_argument(f"--{f.name}", **kwargs)
+    flags.add_arguments(parser, TrainConfig, underscores=True, suppress=True)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -303,9 +290,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 def _coerce(f: dataclasses.Field, value: Any, path: Path) -> Any:
     if value is None:
         return None
-    convert = _converter(f)
+    convert = flags.converter(f)
     try:
-        if f.metadata.get("nargs") == "+":
+        if flags.is_list(f):
             items = value if isinstance(value, list) else [value]
             return [convert(item) for item in items]
         converted = convert(value)
@@ -316,10 +303,35 @@ def _coerce(f: dataclasses.Field, value: Any, path: Path) -> Any:
     return converted
 
 
-def write_effective_config(config: TrainConfig, output_dir: str | os.PathLike) -> Path:
-    """Write the merged configuration; `--config` on this file reruns the same training."""
+@dataclass(frozen=True)
+class RunSettings:
+    """What one run resolved where its config left a choice open; the config itself is never changed.
+
+    The seed is the user's or one drawn once for every process; the columns and the resolution are the
+    flags' values, or the dataset's recorded ones where the flags were not given. Field names are the
+    flags' names, so these values stand in for them in the effective config, the model card and reruns.
+    """
+
+    seed: int
+    resolution: int
+    image_column: str = "image"
+    conditioning_image_column: str = "conditioning_image"
+    caption_column: str = "text"
+    annotation_column: str = "annotation"
+
+
+def effective_config(config: TrainConfig, settings: RunSettings | None = None) -> dict[str, Any]:
+    """The public settings with the values the run resolved in place of open choices."""
+    return {**config.public_dict(), **(dataclasses.asdict(settings) if settings else {})}
+
+
+def write_effective_config(
+    config: TrainConfig, output_dir: str | os.PathLike, settings: RunSettings | None = None
+) -> Path:
+    """Write the merged configuration (with the run's resolved settings); `--config` on this file reruns
+    the same training."""
     import yaml
 
     path = Path(output_dir) / CONFIG_FILE_NAME
-    path.write_text(yaml.safe_dump(config.public_dict(), sort_keys=False))
+    path.write_text(yaml.safe_dump(effective_config(config, settings), sort_keys=False))
     return path

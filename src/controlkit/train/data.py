@@ -1,4 +1,7 @@
-"""Training data: find the dataset, name its columns, drop undecodable images, and transform samples.
+"""Training data: find the dataset, resolve its columns and resolution, drop undecodable images, transform.
+
+The dataset's record (``DatasetInfo``, written by `controlkit data build`) is read once; column flags and
+``--resolution`` that the user did not give take its values, and the run's ``RunSettings`` hold the result.
 
 Sources: a Hub dataset id, a `datasets.save_to_disk` folder (what `controlkit data build` writes), parquet
 files or a folder of them, or an image folder (`--train_data_dir`) whose metadata.jsonl names each
@@ -12,7 +15,6 @@ import hashlib
 import io
 import json
 import random
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +25,14 @@ import torch
 from PIL import Image
 
 from controlkit.conditions.geometry import resize_center_crop_geometry
+from controlkit.console import say
 from controlkit.errors import UserError, first_line
-from controlkit.metadata import read_metadata
+from controlkit.metadata import DatasetInfo
+from controlkit.paths import check_exists
+from controlkit.train.config import RunSettings, TrainConfig
 
 TRANSFORM_VERSION = "resize-bilinear+center-crop/v1"
-_DEFAULT_COLUMNS = {
-    "image_column": "image",
-    "conditioning_image_column": "conditioning_image",
-    "caption_column": "text",
-}
+_COLUMN_FLAGS = ("image_column", "conditioning_image_column", "caption_column")
 
 
 @dataclass
@@ -39,45 +40,70 @@ class TrainingData:
     """The dataset to train on, with what the trainer needs to know about it."""
 
     dataset: Any  # datasets.Dataset, decodable images only
-    image_column: str
-    conditioning_image_column: str
-    caption_column: str
+    settings: RunSettings  # its columns and resolution, and the run's seed
     fingerprint: str  # stable across runs for the same data: a key of the latents cache
-    metadata: dict = field(default_factory=dict)  # the dataset's controlkit.json ({} when none)
+    info: DatasetInfo = field(default_factory=DatasetInfo)  # what `controlkit data build` recorded
     skipped: list[int] = field(default_factory=list)  # indices of rows whose images failed to decode
     source: str = ""
 
 
-def load_training_data(config, cache_root: Path | None = None) -> TrainingData:
-    """Load, name columns, drop undecodable rows and subsample, as the config says."""
+def load_training_data(config: TrainConfig, *, seed: int, cache_root: Path | None = None) -> TrainingData:
+    """Load, name columns, drop undecodable rows and subsample, as the config and the dataset's record say.
+
+    The dataset's ``DatasetInfo`` is read once: where a column flag or ``--resolution`` was not given, the
+    recorded value is used. ``seed`` is the run's (the same on every process): it picks the subsample.
+    """
     if config.train_data_dir is not None:
-        dataset, fingerprint = _load_image_folder(Path(config.train_data_dir))
         source = str(config.train_data_dir)
-        metadata = read_metadata(source)
+        dataset, fingerprint = _load_image_folder(Path(source))
+        info = DatasetInfo.read(source)
     else:
-        dataset, fingerprint, metadata = _load_named(config)
         source = config.dataset_name
-    columns = _resolve_columns(config, dataset, metadata)
-    for column in (columns["image_column"], columns["conditioning_image_column"]):
+        dataset, fingerprint, recorded_in = _load_named(config)
+        info = DatasetInfo.read(recorded_in)
+    settings = resolve_settings(config, info, dataset.column_names, seed, source)
+    for column in (settings.image_column, settings.conditioning_image_column):
         dataset = _as_image_column(dataset, column)
-    skipped = _undecodable_rows(dataset, columns, fingerprint, cache_root)
+    skipped = _undecodable_rows(dataset, settings, fingerprint, cache_root)
     if skipped:
-        print(
+        say(
             f"skipped {len(skipped)} of {len(dataset)} rows whose images failed to decode "
-            f"(first: {skipped[:10]})",
-            file=sys.stderr,
+            f"(first: {skipped[:10]})"
         )
         bad = set(skipped)
         dataset = dataset.select([i for i in range(len(dataset)) if i not in bad], keep_in_memory=True)
     if config.max_train_samples is not None:
         n = min(config.max_train_samples, len(dataset))
-        dataset = dataset.shuffle(seed=config.seed, keep_in_memory=True).select(range(n), keep_in_memory=True)
-        fingerprint = digest(fingerprint, "max", config.max_train_samples, config.seed)
+        dataset = dataset.shuffle(seed=seed, keep_in_memory=True).select(range(n), keep_in_memory=True)
+        fingerprint = digest(fingerprint, "max", config.max_train_samples, seed)
     if len(dataset) == 0:
         raise UserError(f"the training dataset {source} has no usable rows")
-    return TrainingData(
-        dataset, **columns, fingerprint=fingerprint, metadata=metadata, skipped=skipped, source=source
-    )
+    return TrainingData(dataset, settings, fingerprint, info=info, skipped=skipped, source=source)
+
+
+def resolve_settings(
+    config: TrainConfig, info: DatasetInfo, column_names: list[str], seed: int, source: str
+) -> RunSettings:
+    """Flags the user gave win; the others give way to the dataset's record (said for the resolution)."""
+    columns = {}
+    for flag in _COLUMN_FLAGS:
+        value = getattr(config, flag) if config.is_given(flag) else getattr(info, flag)
+        if value not in column_names:
+            raise UserError(
+                f"column {value!r} (--{flag}) is not in the dataset; "
+                f"its columns are: {', '.join(column_names)}"
+            )
+        columns[flag] = value
+    annotation = config.annotation_column if config.is_given("annotation_column") else info.annotation_column
+    resolution = config.resolution
+    if info.resolution is not None and not config.is_given("resolution"):
+        resolution = info.resolution
+        if resolution <= 0 or resolution % 8 != 0:
+            raise UserError(
+                f"{source} was built at {resolution} px, not a multiple of 8; give --resolution to train it"
+            )
+        say(f"training at --resolution {resolution}, the resolution {source} was built at")
+    return RunSettings(seed=seed, resolution=resolution, annotation_column=annotation, **columns)
 
 
 def digest(*parts: Any) -> str:
@@ -96,40 +122,37 @@ def _first_split(loaded: Any, name: str) -> Any:
     return loaded
 
 
-def _load_named(config) -> tuple[Any, str, dict]:
+def _load_named(config: TrainConfig) -> tuple[Any, str, str]:
+    """The dataset ``--dataset_name`` names, its fingerprint, and the folder or Hub id of its record."""
     import datasets
 
     name = config.dataset_name
     local = Path(name)
+    is_local = check_exists(name, "dataset")
     try:
+        if not is_local:
+            loaded = datasets.load_dataset(name, config.dataset_config_name, cache_dir=config.cache_dir)
+            dataset = _first_split(loaded, name)
+            return dataset, dataset._fingerprint, name
         if local.is_dir() and ((local / "state.json").exists() or (local / "dataset_dict.json").exists()):
             dataset = _first_split(datasets.load_from_disk(str(local)), name)
-            return dataset, dataset._fingerprint, read_metadata(local)
-        parquet = (
-            sorted(local.rglob("*.parquet"))
-            if local.is_dir()
-            else [local]
-            if local.suffix == ".parquet"
-            else []
-        )
+            return dataset, dataset._fingerprint, name
+        if local.is_dir():
+            parquet = sorted(local.rglob("*.parquet"))
+        else:
+            parquet = [local] if local.suffix == ".parquet" else []
         if parquet:
             files = [str(p) for p in parquet]
             dataset = datasets.load_dataset(
                 "parquet", data_files={"train": files}, split="train", cache_dir=config.cache_dir
             )
             stats = [(f, Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
-            return dataset, digest("parquet", stats), read_metadata(local if local.is_dir() else local.parent)
-        if local.exists():
-            loaded = datasets.load_dataset(str(local), config.dataset_config_name, cache_dir=config.cache_dir)
-            dataset = _first_split(loaded, name)
-            return dataset, dataset._fingerprint, read_metadata(local)
-        if name.startswith((".", "/", "~")):
-            raise UserError(f"dataset not found: {name}")
-        loaded = datasets.load_dataset(name, config.dataset_config_name, cache_dir=config.cache_dir)
+            return dataset, digest("parquet", stats), str(local if local.is_dir() else local.parent)
+        loaded = datasets.load_dataset(str(local), config.dataset_config_name, cache_dir=config.cache_dir)
     except (FileNotFoundError, ConnectionError, ValueError) as exc:
         raise UserError(f"cannot load dataset {name}: {first_line(exc)}") from exc
     dataset = _first_split(loaded, name)
-    return dataset, dataset._fingerprint, read_metadata(name, repo_type="dataset")
+    return dataset, dataset._fingerprint, name
 
 
 def _load_image_folder(folder: Path) -> tuple[Any, str]:
@@ -175,22 +198,6 @@ def _load_image_folder(folder: Path) -> tuple[Any, str]:
     return dataset, digest("imagefolder", meta.read_text(), stats)
 
 
-def _resolve_columns(config, dataset, metadata: dict) -> dict[str, str]:
-    """Flags win; at their defaults, the dataset's controlkit.json names the columns."""
-    columns = {}
-    for flag, default in _DEFAULT_COLUMNS.items():
-        value = getattr(config, flag)
-        if value == default and metadata.get(flag):
-            value = metadata[flag]
-        if value not in dataset.column_names:
-            raise UserError(
-                f"column {value!r} (--{flag}) is not in the dataset; "
-                f"its columns are: {', '.join(dataset.column_names)}"
-            )
-        columns[flag] = value
-    return columns
-
-
 def _as_image_column(dataset, column: str):
     from datasets import Image as ImageFeature
 
@@ -214,14 +221,12 @@ def _decodes(value: dict | None) -> bool:
         return False
 
 
-def _undecodable_rows(
-    dataset, columns: dict[str, str], fingerprint: str, cache_root: Path | None
-) -> list[int]:
+def _undecodable_rows(dataset, settings: RunSettings, fingerprint: str, cache_root: Path | None) -> list[int]:
     """Indices of rows whose image or conditioning image fails to decode; remembered per dataset."""
     from datasets import Image as ImageFeature
     from tqdm.auto import tqdm
 
-    names = [columns["image_column"], columns["conditioning_image_column"]]
+    names = [settings.image_column, settings.conditioning_image_column]
     record = None
     if cache_root is not None:
         record = cache_root / "decode-checks" / f"{digest(fingerprint, names)}.json"
@@ -269,20 +274,22 @@ def pick_caption(value: Any, index: int, seed: int | None, column: str) -> str:
 class PairedImages(torch.utils.data.Dataset):
     """Rows -> tensors: pixel_values [-1,1], conditioning_pixel_values [0,1], input_ids, index."""
 
-    def __init__(self, data: TrainingData, resolution: int, tokenizer, seed: int | None):
-        self.data, self.resolution, self.tokenizer, self.seed = data, resolution, tokenizer, seed
+    def __init__(self, data: TrainingData, tokenizer):
+        self.data, self.settings, self.tokenizer = data, data.settings, tokenizer
 
     def __len__(self) -> int:
         return len(self.data.dataset)
 
     def conditioning(self, index: int, row: dict[str, Any] | None = None) -> torch.Tensor:
         row = self.data.dataset[index] if row is None else row
-        return to_tensor(resize_center_crop(row[self.data.conditioning_image_column], self.resolution))
+        image = row[self.settings.conditioning_image_column]
+        return to_tensor(resize_center_crop(image, self.settings.resolution))
 
     def target(self, index: int, row: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
         row = self.data.dataset[index] if row is None else row
-        pixels = to_tensor(resize_center_crop(row[self.data.image_column], self.resolution)) * 2.0 - 1.0
-        caption = pick_caption(row[self.data.caption_column], index, self.seed, self.data.caption_column)
+        settings = self.settings
+        pixels = to_tensor(resize_center_crop(row[settings.image_column], settings.resolution)) * 2.0 - 1.0
+        caption = pick_caption(row[settings.caption_column], index, settings.seed, settings.caption_column)
         return {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import resource
-import sys
 from typing import Any
 
+from controlkit.console import say
 from controlkit.errors import UserError, require
 
 # What the diffusers ControlNet walkthrough recommends per GPU memory size. 8 GB there needs DeepSpeed
@@ -39,7 +39,7 @@ def vram_preset(gigabytes: int) -> dict[str, Any]:
         raise UserError(f"--vram must be one of {sorted(VRAM_PRESETS)}, got {gigabytes}")
     preset = VRAM_PRESETS[gigabytes]
     shown = " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in preset.items())
-    print(f"--vram {gigabytes}: {shown} (flags and config keys you give override these)", file=sys.stderr)
+    say(f"--vram {gigabytes}: {shown} (flags and config keys you give override these)")
     return dict(preset)
 
 
@@ -66,7 +66,7 @@ def choose_attention(models: list, use_xformers: bool) -> str:
             for model in models:
                 model.enable_xformers_memory_efficient_attention()
             return "xformers"
-        print("xformers is not installed; using PyTorch's SDPA attention instead", file=sys.stderr)
+        say("xformers is not installed; using PyTorch's SDPA attention instead")
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     for model in models:

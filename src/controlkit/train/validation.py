@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from controlkit.conditions.base import Condition
 from controlkit.errors import UserError, require
+from controlkit.pictures import fit_in, image_grid
+from controlkit.train.config import RunSettings, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +82,10 @@ def _caption(value: Any) -> str:
     return str(value)
 
 
-def _dataset_pairs(config, condition: Condition | None, dataset, count: int) -> list[ValidationPair]:
-    annotation_column = config.annotation_column
+def _dataset_pairs(
+    settings: RunSettings, condition: Condition | None, dataset, count: int
+) -> list[ValidationPair]:
+    annotation_column = settings.annotation_column
     rows = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
     pairs = []
     for index in dict.fromkeys(rows.tolist()):
@@ -90,21 +94,23 @@ def _dataset_pairs(config, condition: Condition | None, dataset, count: int) -> 
         annotation = condition.from_record(record) if condition is not None and record is not None else None
         pairs.append(
             ValidationPair(
-                prompt=_caption(row[config.caption_column]),
-                conditioning_image=row[config.conditioning_image_column].convert("RGB"),
+                prompt=_caption(row[settings.caption_column]),
+                conditioning_image=row[settings.conditioning_image_column].convert("RGB"),
                 annotation=annotation,
             )
         )
     return pairs
 
 
-def validation_pairs(config, condition: Condition | None, dataset=None) -> list[ValidationPair]:
+def validation_pairs(
+    config: TrainConfig, settings: RunSettings, condition: Condition | None, dataset=None
+) -> list[ValidationPair]:
     """The pairs to validate on; [] when the config asks for no validation.
 
     ``--validation_prompt``/``--validation_image`` give pairs (a sidecar ``NAME.json`` beside an image holds
     its annotation as JSON that ``condition.from_record`` reads, e.g. ``annotation.tolist()``);
     ``validation_rows`` adds that many rows spread evenly over ``dataset``, with their conditioning image,
-    caption and annotation.
+    caption and annotation (from the columns ``settings`` names).
     """
     prompts = list(config.validation_prompt or [])
     images = [str(image) for image in config.validation_image or []]
@@ -112,43 +118,18 @@ def validation_pairs(config, condition: Condition | None, dataset=None) -> list[
     if prompts or images:
         pairs = [_load_image_pair(prompt, image, condition) for prompt, image in _match(prompts, images)]
     if config.validation_rows > 0 and dataset is not None and len(dataset) > 0:
-        pairs += _dataset_pairs(config, condition, dataset, config.validation_rows)
+        pairs += _dataset_pairs(settings, condition, dataset, config.validation_rows)
     return pairs
-
-
-def _fit(image: Image.Image, cell: int) -> Image.Image:
-    """``image`` scaled to fit a cell x cell square, centred on black, keeping its aspect ratio."""
-    scale = cell / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    canvas = Image.new("RGB", (cell, cell))
-    canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((cell - size[0]) // 2, (cell - size[1]) // 2))
-    return canvas
-
-
-def _shorten(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
 
 
 def validation_grid(rows: list[tuple[ValidationPair, list[Image.Image]]], cell: int) -> Image.Image:
     """One row per pair: conditioning image | outputs, with the prompt written small under the row."""
-    columns = 1 + max(len(outputs) for _, outputs in rows)
-    font_size = max(10, cell // 20)
-    font = ImageFont.load_default(size=font_size)
-    caption_height = font_size + 6
-    row_height = cell + caption_height
-    grid = Image.new("RGB", (columns * cell, len(rows) * row_height), "white")
-    draw = ImageDraw.Draw(grid)
-    for r, (pair, outputs) in enumerate(rows):
-        top = r * row_height
-        for c, image in enumerate([pair.conditioning_image, *outputs]):
-            grid.paste(_fit(image, cell), (c * cell, top))
-        text = _shorten(draw, pair.prompt, font, columns * cell - 8)
-        draw.text((4, top + cell + 3), text, fill="black", font=font)
-    return grid
+    return image_grid(
+        [[pair.conditioning_image, *outputs] for pair, outputs in rows],
+        (cell, cell),
+        fit="contain",
+        row_text=[pair.prompt for pair, _ in rows],
+    )
 
 
 def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
@@ -167,7 +148,7 @@ def _log_to_trackers(accelerator, rows: list[tuple[ValidationPair, list[Image.Im
         if tracker.name == "tensorboard":
             for index, (pair, outputs) in enumerate(rows):
                 stacked = np.stack(
-                    [np.asarray(_fit(image, cell)) for image in [pair.conditioning_image, *outputs]]
+                    [np.asarray(fit_in(image, (cell, cell))) for image in [pair.conditioning_image, *outputs]]
                 )
                 tracker.writer.add_images(
                     f"validation/{index}: {pair.prompt}", stacked, step, dataformats="NHWC"
@@ -192,7 +173,8 @@ def log_validation(
     tokenizer,
     unet,
     controlnet,
-    config,
+    config: TrainConfig,
+    settings: RunSettings,
     accelerator,
     weight_dtype,
     step: int,
@@ -231,14 +213,13 @@ def log_validation(
         requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
-    seed = config.seed if config.seed is not None else 0
     device_type = accelerator.device.type
     autocast = torch.autocast(device_type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
     rows: list[tuple[ValidationPair, list[Image.Image]]] = []
     scores: list[dict[str, float]] = []
     try:
         for pair in pairs:
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(settings.seed)
             with torch.no_grad(), autocast:
                 outputs = pipeline(
                     pair.prompt,
@@ -259,7 +240,7 @@ def log_validation(
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     means = _mean_scores(scores)
-    cell = min(max(max(pair.conditioning_image.size) for pair in pairs), config.resolution)
+    cell = min(max(max(pair.conditioning_image.size) for pair in pairs), settings.resolution)
     if accelerator.is_main_process:
         folder = Path(config.output_dir) / "validation"
         folder.mkdir(parents=True, exist_ok=True)

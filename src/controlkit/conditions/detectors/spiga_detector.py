@@ -61,7 +61,7 @@ def _spiga_parts() -> dict[str, Any]:
         from spiga.models.spiga import SPIGA
     except ImportError as exc:
         raise UserError(
-            f"the spiga detector needs the SPIGA package: pip install spiga torchvision ({exc})"
+            f"the spiga detector needs SPIGA (pip install spiga): pip install 'controlkit[spiga]' ({exc})"
         ) from exc
     return {
         "AddModel3D": AddModel3D,

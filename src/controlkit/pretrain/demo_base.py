@@ -15,7 +15,6 @@ README.md, samples.png and the loss log; it stops on its time budget.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,9 +26,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from controlkit.conditions.geometry import box_downsample
+from controlkit.devices import pick_device
 from controlkit.errors import UserError
-from controlkit.infer.pipeline import pick_device
-from controlkit.quickstart.config import PretrainConfig
+from controlkit.pictures import square_grid
+from controlkit.pretrain.config import PretrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_LOG = "loss.jsonl"
@@ -105,17 +106,12 @@ def _face_images(config: PretrainConfig) -> tuple[torch.Tensor, list[str]]:
     captions = []
     faces = synthetic_faces(config.images, seed=config.seed, size=config.render_size)
     for i, face in enumerate(tqdm(faces, total=config.images, desc="synthetic faces")):
-        images[i] = np.asarray(downsample_face(face.image, config.resolution))
+        images[i] = np.asarray(box_downsample(face.image, config.resolution))
         captions.append(describe(face.attributes))
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).contiguous()
     save_file({"images": tensor.half()}, cache)
     captions_file.write_text(json.dumps(captions))
     return tensor.half(), captions
-
-
-def downsample_face(image: Image.Image, resolution: int) -> Image.Image:
-    """Faces are drawn larger and reduced with a box filter: smooth edges, the look the base is trained on."""
-    return image.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)
 
 
 class _Run:
@@ -351,11 +347,7 @@ def sample_grid(pipe, config: PretrainConfig, n: int = 16, guidance_scale: float
         ).images
     finally:
         pipe.scheduler = scheduler
-    cols = int(math.ceil(math.sqrt(n)))
-    grid = Image.new("RGB", (cols * config.resolution, math.ceil(n / cols) * config.resolution))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % cols) * config.resolution, (i // cols) * config.resolution))
-    return grid
+    return square_grid(images)
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -381,7 +373,10 @@ def _write_provenance(config: PretrainConfig, state: _State, pipe, finished: boo
     out = config.out
     names = ("unet", "vae", "text_encoder")
     counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in names}
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k != "command"}
+    not_settings = ("command", "finetune_decoder_minutes")
+    settings = {
+        k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items() if k not in not_settings
+    }
     provenance = {
         "command": config.command,
         "settings": settings,
@@ -480,8 +475,9 @@ def _decoder_keys(vae) -> list[str]:
     return [k for k in vae.state_dict() if k.startswith(("decoder.", "post_quant_conv."))]
 
 
-def finetune_decoder(config: PretrainConfig, minutes: float, lr: float = 5e-4) -> Path:
-    """Sharpen the VAE decoder with the encoder frozen, then put it into the exported pipeline.
+def finetune_decoder(config: PretrainConfig, lr: float = 5e-4) -> Path:
+    """Sharpen the VAE decoder (``config.finetune_decoder_minutes``) with the encoder frozen, then put it
+    into the exported pipeline.
 
     The latent space stays exactly as the UNet learned it, so this can run after, or beside, the UNet
     phase. Trained weights go to the work folder first; they are written into ``out/vae`` (with
@@ -492,6 +488,9 @@ def finetune_decoder(config: PretrainConfig, minutes: float, lr: float = 5e-4) -
     from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(config.threads)
+    minutes = config.finetune_decoder_minutes
+    if not minutes or minutes <= 0:
+        raise UserError("fine-tuning the decoder needs --finetune-decoder-minutes above 0")
     path = config.work_dir / DECODER_FILE
     info_path = path.with_suffix(".json")
     if not path.is_file():

@@ -1,11 +1,8 @@
-"""A small landmark regressor for 64 px faces: quickstart's adherence metric.
+"""Train the face-landmarks regressor that ships in ``conditions/detectors/landmark_regressor``.
 
-dlib's HOG detector cannot see faces this small, so quickstart scores generated faces with a tiny CNN
-(image -> 68 iBUG points) trained on the synthetic faces' exact landmarks, with blur, noise, colour and flip
-augmentation so it also reads the softer faces a diffusion model draws. It is a face-landmarks detector
-(``PIL image -> (1, 68, 2)``) that plugs into the condition: ``get("face-landmarks", detector=regressor)``.
-
-Make it again with ``python -m controlkit.quickstart.regressor --out DIR``.
+A tiny CNN (image -> 68 iBUG points) learns the synthetic faces' exact landmarks, with blur, noise, colour and
+flip augmentation so it also reads the softer faces a diffusion model draws. Run it again with
+``python -m controlkit.pretrain.landmark_regressor`` (``--help`` explains every flag).
 """
 
 from __future__ import annotations
@@ -21,102 +18,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
-from torch import nn
 from tqdm.auto import tqdm
 
+from controlkit import flags
+from controlkit.conditions.detectors.regressor import (
+    SHIPPED,
+    WEIGHTS,
+    WIDTH,
+    LandmarkRegressor,
+    RegressorDetector,
+    to_tensor,
+)
 from controlkit.conditions.face_landmarks import flip_landmarks, landmark_scores
-from controlkit.quickstart.pretrain import downsample_face
-
-SHIPPED = Path(__file__).parent / "landmark_regressor"
-WEIGHTS = "model.safetensors"
-WIDTH = 32
+from controlkit.conditions.geometry import box_downsample
+from controlkit.flags import option
 
 
 @dataclass
 class RegressorConfig:
     """How the shipped regressor was trained (the defaults)."""
 
-    out: Path = SHIPPED
-    images: int = 4000
-    held_out: int = 300
-    resolution: int = 64
-    render_size: int = 128
-    steps: int = 2000
-    minutes: float = 20.0
-    batch_size: int = 16
-    lr: float = 2e-3
-    seed: int = 1
-    threads: int = 1
-
-
-class LandmarkRegressor(nn.Module):
-    """Heatmaps and a soft-argmax: each point is the expected position under its own 16 x 16 softmax map.
-
-    Convolutions are translation-equivariant and the soft-argmax is exact arithmetic on positions, so this
-    learns in minutes where a global linear head (image -> 136 numbers) needs hours; dilated layers give
-    each map the whole face as context (which eye is the left one).
-    """
-
-    def __init__(self, width: int = 32):
-        super().__init__()
-
-        def block(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
-            conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation)
-            return [conv, nn.BatchNorm2d(c_out), nn.SiLU()]
-
-        self.features = nn.Sequential(
-            *block(3, width // 2, stride=2),
-            *block(width // 2, width),
-            *block(width, width, stride=2),
-            *block(width, width, dilation=2),
-            *block(width, width, dilation=4),
-            *block(width, width, dilation=8),
-            *block(width, width),
-        )
-        self.heatmaps = nn.Conv2d(width, 68, 1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, 64, 64) in [-1, 1] -> landmarks (N, 68, 2) in [0, 1] of the width/height."""
-        maps = self.heatmaps(self.features(images))
-        n, k, h, w = maps.shape
-        weights = maps.flatten(2).softmax(-1).view(n, k, h, w)
-        xs = (torch.arange(w, dtype=maps.dtype) + 0.5) / w
-        ys = (torch.arange(h, dtype=maps.dtype) + 0.5) / h
-        return torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
-
-
-def to_tensor(images: list[Image.Image], resolution: int) -> torch.Tensor:
-    arrays = [np.asarray(downsample_face(image, resolution)) for image in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-class RegressorDetector:
-    """The face-landmarks detector interface over the regressor: one face per image, in its pixels."""
-
-    name = "controlkit-landmark-regressor"
-
-    def __init__(self, path: str | Path = SHIPPED):
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        settings = json.loads((path / "config.json").read_text())
-        self.resolution = settings["resolution"]
-        self.model = LandmarkRegressor(settings["width"])
-        self.model.load_state_dict(load_file(path / WEIGHTS))
-        self.model.eval()
-
-    def version(self) -> str:
-        return "quickstart-64px"
-
-    @torch.no_grad()
-    def predict(self, images: list[Image.Image]) -> np.ndarray:
-        """Landmarks (N, 68, 2) in each image's own pixel frame (pixel centres at integers)."""
-        unit = self.model(to_tensor(images, self.resolution)).numpy()
-        sizes = np.array([image.size for image in images], dtype=np.float32)[:, None, :]
-        return (unit * sizes - 0.5).astype(np.float32)
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        return self.predict([image])
+    out: Path = option(SHIPPED, "where the weights, config.json and PROVENANCE.json are written")
+    images: int = option(4000, "synthetic training faces")
+    held_out: int = option(300, "held-out faces the final NME is measured on")
+    resolution: int = option(64, "the faces' size in pixels, as the detector sees them")
+    render_size: int = option(128, "faces are drawn at this size, then reduced with a box filter")
+    steps: int = option(2000, "training steps (at most)")
+    minutes: float = option(20.0, "training time cap in minutes")
+    batch_size: int = option(16, "faces per step")
+    lr: float = option(2e-3, "peak learning rate of the one-cycle schedule (AdamW)")
+    seed: int = option(1, "seed of the faces, the augmentation and the weights")
+    threads: int = option(1, "torch CPU threads")
 
 
 def _faces(config: RegressorConfig, count: int, seed: int) -> tuple[list[Image.Image], np.ndarray]:
@@ -126,7 +58,7 @@ def _faces(config: RegressorConfig, count: int, seed: int) -> tuple[list[Image.I
     images, points = [], []
     scale = config.resolution / config.render_size
     for face in tqdm(synthetic_faces(count, seed=seed, size=config.render_size), total=count, desc="faces"):
-        images.append(downsample_face(face.image, config.resolution))
+        images.append(box_downsample(face.image, config.resolution))
         points.append((face.landmarks + 0.5) * scale - 0.5)
     return images, np.stack(points).astype(np.float32)
 
@@ -193,7 +125,7 @@ def train_regressor(config: RegressorConfig) -> dict:
     (out / "config.json").write_text(json.dumps({"width": WIDTH, "resolution": config.resolution}) + "\n")
     scores = held_out_nme(RegressorDetector(out), test_images, test_points)
     provenance = {
-        "command": "python -m controlkit.quickstart.regressor" + ("" if out == SHIPPED else f" --out {out}"),
+        "command": f"python -m {__spec__.name}" + ("" if out == SHIPPED else f" --out {out}"),
         "settings": {k: v for k, v in asdict(config).items() if k != "out"},
         "steps": step,
         "wall_time_minutes": round((time.monotonic() - started) / 60, 1),
@@ -205,11 +137,9 @@ def train_regressor(config: RegressorConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = RegressorConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    provenance = train_regressor(RegressorConfig(**vars(parser.parse_args(argv))))
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__)
+    flags.add_arguments(parser, RegressorConfig)
+    provenance = train_regressor(flags.from_namespace(RegressorConfig, parser.parse_args(argv)))
     print(json.dumps(provenance["held_out"]))
     return 0
 

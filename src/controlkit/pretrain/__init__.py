@@ -1,0 +1,1 @@
+"""The tools that remake what ships: the quickstart's demo base and the small-face landmark regressor."""
