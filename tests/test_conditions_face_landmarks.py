@@ -259,3 +259,28 @@ def test_the_regressor_detector_finds_a_small_synthetic_face():
     scores = condition.score(face.image, face.landmarks[None])
     assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.15
     assert "regressor" in condition.describe()["detector"]
+
+
+def test_small_pictures_are_scored_by_the_regressor_where_dlib_cannot_see_them():
+    """dlib finds no 64 px face; the auto scorer reads it with the regressor, and so does a condition made
+    for a 64 px ControlNet whose outputs are enlarged before scoring."""
+    from controlkit.conditions.face_landmarks import SMALL_PICTURE
+    from controlkit.data.synthetic_faces import synthetic_faces
+
+    face = next(synthetic_faces(1, seed=11, size=64))
+    truth = face.landmarks[None]
+    condition = conditions.get("face-landmarks")
+    scores = condition.score(face.image, truth)
+    assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.15
+    enlarged = face.image.resize((512, 512), Image.Resampling.BICUBIC)
+    assert condition.for_resolution(512) is condition
+    small = condition.for_resolution(64)
+    assert condition.scorer_for(enlarged) is condition.detector
+    assert small.scorer_for(enlarged) is not small.detector
+    scores = small.score(enlarged, truth * 8 + 3.5)
+    assert scores["detection_rate"] == 1.0 and scores["landmark_nme"] < 0.15
+    assert min(face.image.size) < SMALL_PICTURE <= 512
+    chosen = conditions.get("face-landmarks", scorer="dlib")
+    assert chosen.for_resolution(64) is chosen and chosen.scorer_for(face.image) is chosen.detector
+    with pytest.raises(UserError, match="unknown face-landmarks scorer"):
+        conditions.get("face-landmarks", scorer="nope")

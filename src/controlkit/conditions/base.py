@@ -58,6 +58,12 @@ class Condition:
         """
         return {}
 
+    def for_resolution(self, resolution: int) -> Condition:
+        """This condition as it should score pictures generated at ``resolution`` px, even once they are
+        enlarged for scoring (generate scores a 64 px output at the photo's working size); itself by
+        default."""
+        return self
+
     def is_empty(self, annotation: Annotation | None) -> bool:
         """Whether an annotation holds nothing (a photo kept with ``--keep-empty`` gets a black image)."""
         return annotation is None or len(annotation) == 0
@@ -104,8 +110,8 @@ class Condition:
 
 
 _CONTRACT = (
-    "annotate", "render", "score", "is_empty", "flip", "resize_center_crop", "to_record", "from_record",
-    "record_feature", "describe", "warm_up",
+    "annotate", "render", "score", "for_resolution", "is_empty", "flip", "resize_center_crop", "to_record",
+    "from_record", "record_feature", "describe", "warm_up",
 )  # fmt: skip
 
 

@@ -87,9 +87,9 @@ def resolve_condition(
     condition: str | Condition | None, info: ControlNetInfo, controlnet: str | Path
 ) -> Condition:
     """The condition asked for, else the one the ControlNet was trained with (its ``info``), with the
-    options recorded at training when it is that one."""
+    options recorded at training when it is that one; it scores as suits the ControlNet's resolution."""
     if condition is not None and not isinstance(condition, str):
-        return condition
+        return condition.for_resolution(info.resolution)
     options: dict = {}
     if condition in (None, info.condition):
         condition, options = info.condition, info.condition_options
@@ -98,7 +98,7 @@ def resolve_condition(
             f"{controlnet} records no condition (controlkit.json); "
             "pass --condition NAME or --conditioning-image"
         )
-    return get_condition(condition, **options)
+    return get_condition(condition, **options).for_resolution(info.resolution)
 
 
 def draw_annotation(photo: Image.Image, condition: Condition) -> tuple[Annotation, Image.Image]:
