@@ -1,12 +1,13 @@
-"""Proof that quickstart's ControlNet learns control: adherence on held-out synthetic faces, three ways.
+"""Proof that quickstart's ControlNet learns control: `controlkit eval` of its final ControlNet on more faces.
 
     python benchmarks/quickstart_control.py [--out DIR] [--reuse | --overwrite] [--faces 32] [--json FILE]
 
-Runs `controlkit quickstart` (or, with --reuse, takes the ControlNet an earlier run left in --out), then
-generates from held-out faces (a seed stream the dataset never used) with the ControlNet given the right
-conditioning, given another face's conditioning (shuffled), and disabled (scale 0); every case with the
-same prompts and seeds. Scores: the face-landmarks condition with the landmark regressor as its
-detector. Prints a table and writes JSON.
+Runs `controlkit quickstart` (or, with --reuse, takes the ControlNet an earlier run left in --out), builds a
+held-out dataset from a seed stream neither the training set nor quickstart's own held-out faces use, and
+evaluates the final ControlNet on it: the right conditioning (matched), another face's (shuffled), an
+off-domain prompt, and the ControlNet off; every case with the same prompts and seeds, scored by the
+face-landmarks condition (its small-face regressor at 64 px). Prints the table and writes JSON (and the
+evaluation's own report in OUT/control_benchmark/).
 """
 
 from __future__ import annotations
@@ -16,17 +17,12 @@ import json
 import time
 from pathlib import Path
 
-from controlkit.quickstart.adherence import (
-    CASES,
-    adherence_condition,
-    control_panel,
-    control_test,
-    held_out_faces,
-    load_pipeline,
-)
+from controlkit.eval.config import EvalConfig
+from controlkit.eval.report import text_table
+from controlkit.eval.run import evaluate
 from controlkit.quickstart.config import QuickstartConfig
 from controlkit.quickstart.report import BENCHMARK_FILE, SUMMARY_FILE, write_report
-from controlkit.quickstart.run import HELD_OUT_SEED_OFFSET, run_quickstart
+from controlkit.quickstart.run import HELD_OUT_SEED_OFFSET, build_data, run_quickstart
 
 
 def main() -> None:
@@ -45,7 +41,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from diffusers import ControlNetModel
 
     started = time.monotonic()
     base = args.base
@@ -56,30 +51,42 @@ def main() -> None:
     if not args.reuse:
         run_quickstart(config)
     torch.set_num_threads(1)
-    controlnet = ControlNetModel.from_pretrained(args.out / "controlnet")
-    pipe = load_pipeline(config.base, controlnet)
     # A stream apart from quickstart's own held-out faces (seed + offset) and from the dataset (seed).
-    faces = held_out_faces(args.faces, args.seed * 1_000_003 + HELD_OUT_SEED_OFFSET)
-    scores, images = control_test(pipe, faces, adherence_condition(), args.steps, args.guidance, args.seed)
-    control_panel(faces, images, rows=8).save(args.out / "control_benchmark.png")
+    stream = args.seed * 1_000_003 + HELD_OUT_SEED_OFFSET
+    faces = build_data(config, args.out / "control_benchmark_faces", args.faces, stream)
+    report = evaluate(
+        EvalConfig(
+            controlnet=str(args.out / "controlnet"),
+            checkpoints="latest",
+            dataset=str(faces),
+            num=args.faces,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=args.seed,
+            base=config.base,
+            out=args.out / "control_benchmark",
+            device="cpu",
+            overwrite=True,
+        )
+    )
+    final = report.checkpoints[-1]
     result = {
         "controlnet": str(args.out / "controlnet"),
+        "checkpoint": final["name"],
         "base": config.base,
         "faces": args.faces,
         "sampling_steps": args.steps,
         "guidance": args.guidance,
         "threads": torch.get_num_threads(),
         "seconds": round(time.monotonic() - started, 1),
-        "scores": scores,
+        "scores": {**final["adherence"], "off": report.base["adherence"]["off"]},
+        "report": "control_benchmark/report.html",
     }
     path = args.json or args.out / BENCHMARK_FILE
     path.write_text(json.dumps(result, indent=2) + "\n")
-    if path == args.out / BENCHMARK_FILE:
+    if path == args.out / BENCHMARK_FILE and summary.is_file():
         write_report(args.out)
-    print(f"{'case':10s} {'error/IOD':>10s} {'NME found':>10s} {'detected':>9s}")
-    for case in CASES:
-        s = scores[case]
-        print(f"{case:10s} {s['point_error']:10.3f} {s['landmark_nme']:10.3f} {s['detection_rate']:9.2f}")
+    print("\n".join(text_table(report.summary)))
     print(f"written: {path}")
 
 

@@ -94,3 +94,15 @@ class Brightness(Condition):
 
     def from_record(self, record: Any) -> np.ndarray:
         return np.asarray(record, np.float32)
+
+
+class PlainSquare:
+    """A plug-in that follows the interface without subclassing ``Condition`` (and has no ``name``)."""
+
+    nothing_found = "no square here"
+
+    def annotate(self, image: Image.Image) -> np.ndarray | None:
+        return None
+
+    def render(self, annotation: np.ndarray, size: tuple[int, int]) -> Image.Image:
+        return Image.new("RGB", size)

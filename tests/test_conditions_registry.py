@@ -47,3 +47,24 @@ def test_options_a_condition_does_not_take_are_one_clear_error():
 def test_a_bad_option_value_is_one_line_error():
     with pytest.raises(UserError, match="bad option value"):
         registry.get("canny", low_threshold="abc")
+
+
+def test_a_plugin_that_does_not_subclass_condition_is_adopted_with_its_own_words(monkeypatch):
+    """An object following the interface keeps its name, message and description, gets the base class's
+    defaults for the rest, and copies and pickles like any condition."""
+    import copy
+    import pickle
+
+    from data_conditions import PlainSquare
+
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    registry.register("plain-square")(PlainSquare)
+    condition = registry.get("plain-square")
+    assert isinstance(condition, Condition) and not isinstance(condition, PlainSquare)
+    assert condition.name == "plain-square" and condition.nothing_found == "no square here"
+    assert condition.describe() == {"detector": "PlainSquare", "detector_version": "unknown"}
+    assert condition.score_labels == {} and condition.for_resolution(64) is condition
+    assert copy.copy(condition).name == "plain-square"
+    assert pickle.loads(pickle.dumps(condition)).nothing_found == "no square here"
+    with pytest.raises(UserError, match="made a int, which has no annotate"):
+        registry.as_condition(3, "three")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from controlkit.data.build import BuildConfig, build_dataset
-from controlkit.data.pairs import NO_FACE
+from controlkit.data.pairs import NOTHING_FOUND
 from controlkit.data.sources import FolderSource
 from controlkit.errors import UserError
 from controlkit.metadata import DatasetInfo
@@ -53,7 +53,7 @@ def test_build_pairs_skips_bad_inputs_and_writes_the_contract(photos, tmp_path):
     assert sorted(ds["source"]) == ["a.png", "sub/b.jpg", "sub/c.webp"]
     assert (report.inputs, report.rows, report.kept_empty) == (5, 3, 0)
     reasons = {s["source"]: s["reason"] for s in report.skipped}
-    assert reasons["empty.png"] == NO_FACE
+    assert reasons["empty.png"] == NOTHING_FOUND
     assert reasons["broken.jpg"].startswith("cannot decode image")
     # images are stored as they came: the very same bytes
     raw = ds.cast_column("image", datasets.Image(decode=False))
@@ -69,7 +69,7 @@ def test_build_pairs_skips_bad_inputs_and_writes_the_contract(photos, tmp_path):
     assert meta["condition"] == "white-square" and meta["conditioning_image_column"] == "conditioning_image"
     assert DatasetInfo.read(out) == DatasetInfo(condition="white-square", resolution=None)
     card = (out / "README.md").read_text()
-    assert "broken.jpg" in card and "empty.png" in card and NO_FACE in card and "white-square" in card
+    assert "broken.jpg" in card and "empty.png" in card and NOTHING_FOUND in card and "white-square" in card
     with Image.open(out / "preview.png") as preview:
         assert preview.width > 300 and preview.height > 3 * 100
     assert not (tmp_path / "ds.partial").exists()

@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from controlkit.data.build import BuildConfig, build_dataset
-from controlkit.data.pairs import NO_FACE
+from controlkit.data.pairs import NOTHING_FOUND
 from data_conditions import square_picture
 
 N = 40
@@ -67,7 +67,7 @@ def check_complete(photos, tmp_path, report) -> None:
     assert sorted(ds["source"]) == expected  # no duplicates, nothing lost
     assert report.inputs == N
     assert sorted(s["source"] for s in report.skipped) == [f"{i:03d}.png" for i in range(0, N, 5)]
-    assert all(s["reason"] == NO_FACE for s in report.skipped)
+    assert all(s["reason"] == NOTHING_FOUND for s in report.skipped)
     assert not (tmp_path / "ds.partial").exists()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from controlkit import conditions
 from controlkit.cli import main
 from controlkit.errors import UserError
 from controlkit.infer.config import GenerateConfig
@@ -189,7 +190,10 @@ def test_panel_captions_and_nan():
     outs = [Image.new("RGB", (64, 48), (0, 0, 200))] * 3
     panel = make_panel(Image.new("RGB", (64, 48)), outs, captions=["a"] * 3)
     assert panel.width == 4 * tile_size((64, 48))[0]
-    assert score_caption({"landmark_nme": float("nan"), "detection_rate": 0.5}) == "nme n/a · det 0.500"
+    labels = conditions.get("face-landmarks").score_labels
+    caption = score_caption({"landmark_nme": float("nan"), "detection_rate": 0.5}, labels)
+    assert caption == "nme n/a · det 0.500"
+    assert score_caption({"landmark_nme": 0.1}) == "landmark_nme 0.100"
 
 
 def test_controlkit_generate_is_exported_lazily():

@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("controlkit.data.command", "build a paired dataset (image, conditioning image, caption)"),
     "generate": ("controlkit.infer.generate_command", "generate images with a trained ControlNet"),
     "app": ("controlkit.infer.app_command", "a Gradio demo of a trained ControlNet"),
+    "eval": (
+        "controlkit.eval.command",
+        "measure adherence, prompt fidelity and forgetting per checkpoint; pick the one to keep",
+    ),
     "quickstart": ("controlkit.quickstart.command", "every stage on the embedded default, on a CPU"),
     "pretrain-demo-base": (
         "controlkit.pretrain.command",

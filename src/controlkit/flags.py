@@ -164,7 +164,7 @@ def add_arguments(
         target.add_argument(flag_name(f, underscores), **kwargs)
 
 
-def from_namespace(cls: type, namespace: argparse.Namespace, **overrides: Any) -> Any:
+def from_namespace(cls: type, namespace: argparse.Namespace) -> Any:
     """The config ``cls`` built from parsed flags (fields missing from the namespace keep their default)."""
     values = {f.name: getattr(namespace, f.name) for f in flag_fields(cls) if hasattr(namespace, f.name)}
-    return cls(**{**values, **overrides})
+    return cls(**values)

@@ -32,9 +32,9 @@ class _Record:
     what: ClassVar[str]
 
     @classmethod
-    def read(cls, folder_or_repo: str | os.PathLike, revision: str | None = None) -> Self:
+    def read(cls, folder_or_repo: str | os.PathLike) -> Self:
         """The record of a local folder or Hub repo; defaults when it has none."""
-        path = _locate(str(folder_or_repo), cls.repo_type, cls.what, revision)
+        path = _locate(str(folder_or_repo), cls.repo_type, cls.what)
         return cls() if path is None else cls._parse(path)
 
     def write(self, folder: str | os.PathLike) -> Path:
@@ -74,7 +74,7 @@ def _fits(f: dataclasses.Field, value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _locate(name: str, repo_type: str, what: str, revision: str | None) -> Path | None:
+def _locate(name: str, repo_type: str, what: str) -> Path | None:
     """The local or downloaded controlkit.json; None when the folder or repo has none."""
     if check_exists(name, what):
         path = Path(name) / METADATA_FILE
@@ -83,7 +83,7 @@ def _locate(name: str, repo_type: str, what: str, revision: str | None) -> Path 
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(hf_hub_download(name, METADATA_FILE, repo_type=repo_type, revision=revision))
+        return Path(hf_hub_download(name, METADATA_FILE, repo_type=repo_type))
     except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, OSError):
         return None
 
@@ -119,4 +119,6 @@ class ControlNetInfo(_Record):
     resolution: int = DEFAULT_RESOLUTION
     dataset: str | None = None
     controlkit_version: str | None = None
+    step: int | None = None
+    """The training step of these weights (None when not recorded); `controlkit eval` writes it into best/."""
     format_version: int = FORMAT_VERSION

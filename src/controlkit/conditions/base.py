@@ -27,11 +27,17 @@ class Condition:
     Attributes: ``name`` (the registry key); ``annotation_format`` (what an annotation is, e.g. "ibug-68",
     so a source's ground truth of the same format can stand in for ``annotate``); ``default_caption``
     (the template captioner's sentence); ``nothing_found`` (the one-line message when a user's photo has
-    nothing to annotate); ``found_label`` and ``photo_hint`` (the app's words for the drawing and the photo).
+    nothing to annotate); ``found_label`` and ``photo_hint`` (the app's words for the drawing and the photo);
+    ``score_labels`` (short names of ``score``'s keys, for captions under pictures);
+    ``adherence_score`` (the ``score`` key that says how closely an image follows an annotation, which
+    `data realify` thresholds; None when ``score`` has none) and ``adherence_higher_is_better`` (which way).
     """
 
     name: str = ""
     annotation_format: str | None = None
+    score_labels: dict[str, str] = {}
+    adherence_score: str | None = None
+    adherence_higher_is_better: bool = False
     default_caption: str = "a photo"
     found_label: str = "What the condition finds"
     photo_hint: str = (
@@ -119,18 +125,39 @@ class AdoptedCondition(Condition):
     """A plug-in object that follows the interface without subclassing ``Condition``: its own methods,
     and the base class's defaults for what it leaves out."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, name: str) -> None:
         self.inner = inner
-        self.name = inner.name
-        for attribute in ("annotation_format", "default_caption", "found_label", "photo_hint"):
+        self.name = getattr(inner, "name", name)
+        for attribute in (
+            "annotation_format", "score_labels", "adherence_score", "adherence_higher_is_better",
+            "default_caption", "found_label", "photo_hint",
+        ):  # fmt: skip
             if hasattr(inner, attribute):
                 setattr(self, attribute, getattr(inner, attribute))
         for method in _CONTRACT:
-            if callable(getattr(inner, method, None)):
+            if method not in ("for_resolution", "describe") and callable(getattr(inner, method, None)):
                 setattr(self, method, getattr(inner, method))
 
+    @property
+    def nothing_found(self) -> str:
+        return getattr(self.inner, "nothing_found", None) or super().nothing_found
+
+    def for_resolution(self, resolution: int) -> Condition:
+        chosen = getattr(self.inner, "for_resolution", None)
+        return as_condition(chosen(resolution), self.name) if callable(chosen) else self
+
+    def describe(self) -> dict[str, str]:
+        chosen = getattr(self.inner, "describe", None)
+        if callable(chosen):
+            return chosen()
+        return {"detector": type(self.inner).__name__, "detector_version": "unknown"}
+
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(self.__dict__["inner"], attribute)
+        try:
+            inner = self.__dict__["inner"]
+        except KeyError:  # while copy or pickle rebuilds the object
+            raise AttributeError(attribute) from None
+        return getattr(inner, attribute)
 
 
 def as_condition(made: Any, name: str) -> Condition:
@@ -139,5 +166,5 @@ def as_condition(made: Any, name: str) -> Condition:
     if isinstance(made, Condition):
         return made
     if callable(getattr(made, "annotate", None)) and callable(getattr(made, "render", None)):
-        return AdoptedCondition(made)
+        return AdoptedCondition(made, name)
     raise UserError(f"condition {name!r} made a {type(made).__name__}, which has no annotate() and render()")

@@ -54,6 +54,9 @@ class Canny(Condition):
 
     name = "canny"
     annotation_format = "edge-map"
+    score_labels = {"edge_f1": "f1", "edge_precision": "precision", "edge_recall": "recall"}
+    adherence_score = "edge_f1"
+    adherence_higher_is_better = True
     found_label = "Detected edges"
     photo_hint = "Upload a photo or take one with the webcam; its edges are drawn, and the images keep them."
 

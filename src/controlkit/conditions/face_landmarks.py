@@ -163,6 +163,8 @@ class FaceLandmarks(Condition):
 
     name = "face-landmarks"
     annotation_format = "ibug-68"
+    score_labels = {"landmark_nme": "nme", "detection_rate": "det"}
+    adherence_score = "landmark_nme"
     default_caption = "a photo of a face"
     nothing_found = "no face found in the photo; try a clearer, front-facing photo"
     found_label = "Detected landmarks"

@@ -11,12 +11,10 @@ write the dataset with its record, card and preview, and publish it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
-import multiprocessing
-import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,15 +25,18 @@ from controlkit import conditions
 from controlkit.conditions import Condition
 from controlkit.data.captioners import Captioner, make_captioner, parse_spec
 from controlkit.data.config import ENGINES, LANDMARKS, BuildConfig
+from controlkit.data.engines import results as engine_results
 from controlkit.data.inputs import InputItem, Source, decode
-from controlkit.data.pairs import NO_FACE, PairMaker, PairResult, PairSettings, init_worker, work, work_chunk
+from controlkit.data.pairs import NOTHING_FOUND, PairMaker, PairResult, PairSettings
 from controlkit.data.shards import ShardStore, work_dir_for
-from controlkit.data.sources import GROUND_TRUTH, open_source
+from controlkit.data.sources import GROUND_TRUTH, ground_truth_format, open_source
 from controlkit.errors import UserError, first_line
 from controlkit.metadata import DatasetInfo
 
 COLUMNS = ("image", "conditioning_image", "text", "annotation", "source")
 CHUNK = 4
+"""Inputs per unit of work sent to a local worker process (less inter-process traffic per photo); in this
+process and on Ray a unit is one input, so each finished input reaches the shard writer at once."""
 
 
 @dataclass
@@ -54,7 +55,7 @@ class BuildReport:
 
     @property
     def no_annotation(self) -> int:
-        return sum(1 for s in self.skipped if s["reason"] == NO_FACE)
+        return sum(1 for s in self.skipped if s["reason"] == NOTHING_FOUND)
 
 
 def _validate(config: BuildConfig) -> None:
@@ -81,7 +82,7 @@ def _check_ground_truth(config: BuildConfig, condition: Condition) -> None:
     """``--landmarks ground-truth`` needs a source whose annotations are in the condition's format."""
     if config.landmarks != "ground-truth":
         return
-    have = GROUND_TRUTH.get(config.source)
+    have = ground_truth_format(config.source)
     if have is None:
         raise UserError(
             f"--landmarks ground-truth needs --source {' or '.join(GROUND_TRUTH)} (inputs that carry "
@@ -116,86 +117,10 @@ def _fingerprint(config: BuildConfig) -> dict[str, Any]:
     return json.loads(json.dumps({key: getattr(config, key) for key in keys}, default=str))
 
 
-def _local_results(settings: PairSettings, items: Iterable[InputItem], workers: int) -> Iterator[PairResult]:
-    """The per-image function over ``items`` in order: in-process for one worker, else a process pool.
-
-    Inputs travel in chunks of ``CHUNK`` (less inter-process traffic per photo); at most ``4 * workers``
-    chunks are in flight, so a slow consumer (BLIP on a CPU) never piles up
-    decoded results in memory. Workers ignore Ctrl-C; the main process stops them.
-    """
-    maker = PairMaker(settings)
-    if workers == 1:
-        yield from map(maker, items)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    if fork:
-        maker.warm_up()
-        fork = not _torch_started()
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
-        initializer=_init_quiet_worker,
-        initargs=(settings, maker if fork else None, {} if fork else conditions.registered()),
-    )
-    try:
-        window: deque = deque()
-        for chunk in _chunks(items, CHUNK):
-            window.append(pool.submit(work_chunk, chunk))
-            if len(window) >= 4 * workers:
-                yield from window.popleft().result()
-        while window:
-            yield from window.popleft().result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
 def _chunks(items: Iterable[InputItem], size: int) -> Iterator[list[InputItem]]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
         yield chunk
-
-
-def _torch_started() -> bool:
-    """Whether torch is loaded here: a child forked after its OpenMP threads or CUDA started can hang."""
-    return "torch" in sys.modules
-
-
-def _init_quiet_worker(settings: PairSettings, maker: PairMaker | None, factories: dict) -> None:
-    """Ignore Ctrl-C (the parent stops the pool) and know the conditions the parent registered at run time."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name, factory in factories.items():
-        conditions.register(name)(factory)
-    init_worker(settings, maker)
-
-
-class _RayPairs:
-    """Ray Data actor: the same per-image function, its condition built once per actor."""
-
-    def __init__(self, settings: PairSettings):
-        init_worker(settings)
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {"result": work(row["item"])}
-
-
-def _ray_results(settings: PairSettings, items: Iterable[InputItem], workers: int) -> Iterator[PairResult]:
-    """The per-image function as a Ray Data job (local or the cluster ``ray.init`` connects to)."""
-    from controlkit.errors import require
-
-    ray = require("ray", "ray")
-    if not ray.is_initialized():
-        ray.init()
-    rows = [{"item": item} for item in items]
-    if not rows:
-        return
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    dataset = ray.data.from_items(rows).map(_RayPairs, fn_constructor_args=(settings,), concurrency=workers)
-    for row in dataset.iter_rows():
-        yield row["result"]
 
 
 def _features(condition: Condition) -> Any:
@@ -253,7 +178,7 @@ class _ShardWriter:
 
 
 @contextlib.contextmanager
-def _datasets_bars_off() -> Iterator[None]:
+def datasets_bars_off() -> Iterator[None]:
     """Hide ``datasets``' per-shard "Saving the dataset" bars under the build's own bar."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -268,7 +193,7 @@ def _datasets_bars_off() -> Iterator[None]:
 
 def build_dataset(config: BuildConfig) -> BuildReport:
     """Build the paired dataset that ``config`` describes; see the module docstring for the output."""
-    with _datasets_bars_off():
+    with datasets_bars_off():
         return _build(config)
 
 
@@ -276,7 +201,7 @@ def _build(config: BuildConfig) -> BuildReport:
     started = time.perf_counter()
     _validate(config)
     _check_hub_token(config.push_to_hub)
-    out = _new_folder(config.out)
+    out = new_out_folder(config.out)
     condition = conditions.get(config.condition, **config.condition_options)
     _check_ground_truth(config, condition)
     source = _open_source(config)
@@ -294,7 +219,7 @@ def _build(config: BuildConfig) -> BuildReport:
     return report
 
 
-def _new_folder(name: str) -> Path:
+def new_out_folder(name: str) -> Path:
     out = Path(name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists and is not empty; choose a new folder")
@@ -326,8 +251,9 @@ def _make_pairs(
     settings = PairSettings(
         config.condition, config.condition_options, config.resolution, config.landmarks, config.keep_empty
     )
-    run = _ray_results if config.engine == "ray" else _local_results
-    results = run(settings, source.items(skip=done, limit=config.limit), config.num_workers)
+    pooled = config.engine == "local" and config.num_workers > 1
+    units = _chunks(source.items(skip=done, limit=config.limit), CHUNK if pooled else 1)
+    results = engine_results(config.engine, functools.partial(PairMaker, settings), units, config.num_workers)
     processed = 0
     bar = tqdm(
         total=total, initial=min(len(done), total), unit="img", desc="build", disable=not config.progress

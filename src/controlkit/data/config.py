@@ -31,7 +31,8 @@ class BuildConfig:
 
     source: str = option(
         help="a folder of photos (recursive: jpg, png, webp, bmp), a `datasets` folder or Hub dataset id, "
-        "or `synthetic-faces` (procedural faces with ground-truth landmarks)"
+        "`facesynthetics:DIR` (Microsoft's FaceSynthetics as it ships: {id}.png with {id}_ldmks.txt) or "
+        "`synthetic-faces` (procedural faces); the last two carry ground-truth landmarks"
     )
     out: str = option(help="the new dataset folder (save_to_disk format)")
     condition: str = option("face-landmarks", "condition name")
@@ -66,8 +67,8 @@ class BuildConfig:
     seed: int = option(0, "first seed of synthetic-faces")
     landmarks: str = option(
         "detector",
-        "ground-truth: use the source's own annotations (synthetic-faces' landmarks) instead of the "
-        "condition's detector",
+        "ground-truth: use the source's own annotations (the landmarks of facesynthetics:DIR or "
+        "synthetic-faces) instead of the condition's detector",
         choices=LANDMARKS,
     )
     keep_empty: bool = option(

@@ -1,7 +1,7 @@
 """The per-image function every engine runs: load -> (resize and crop) -> annotate -> render -> record.
 
-It is a picklable callable built once per worker process (the condition and its detector load once),
-and it never raises on a bad input: it returns a result whose ``reason`` says why the input was skipped.
+The engines (``data.engines``) build it once per worker process, so the condition and its detector load
+once; it never raises on a bad input: it returns a result whose ``reason`` says why the input was skipped.
 A broken set-up (a ``UserError``: a missing extra, detector weights not found) is not the input's fault,
 so it stops the build instead of skipping, and recording as done, every input.
 """
@@ -18,7 +18,7 @@ from controlkit.conditions.geometry import resize_center_crop_image
 from controlkit.data.inputs import InputError, InputItem, Loaded
 from controlkit.errors import UserError
 
-NO_FACE = "nothing found by the condition"
+NOTHING_FOUND = "nothing found by the condition"
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,10 @@ class PairMaker:
         if self.settings.landmarks != "ground-truth":  # with ground truth the detector is never called
             self.condition.warm_up()
 
+    def run(self, items: list[InputItem]) -> list[PairResult]:
+        """The per-image function over a few inputs (an engine's unit of work)."""
+        return [self(item) for item in items]
+
     def __call__(self, item: InputItem) -> PairResult:
         try:
             return self._make(item)
@@ -102,7 +106,7 @@ class PairMaker:
             annotation = condition.annotate(image)
         empty = condition.is_empty(annotation)
         if empty and not settings.keep_empty:
-            return PairResult(item.key, item.source, reason=NO_FACE)
+            return PairResult(item.key, item.source, reason=NOTHING_FOUND)
         size = image.size
         conditioning = Image.new("RGB", size) if empty else condition.render(annotation, size=size)
         return PairResult(
@@ -123,32 +127,3 @@ class PairMaker:
             return loaded.image, loaded.data
         image = resize_center_crop_image(loaded.image, (resolution, resolution))
         return image, _encode_like(image, loaded.image_format)
-
-
-_worker_maker: PairMaker | None = None
-
-
-def init_worker(settings: PairSettings, maker: PairMaker | None = None) -> None:
-    """Pool initializer: one OpenCV thread per process, and the condition built once.
-
-    A forked worker receives the parent's warmed-up ``maker`` (no pickling under fork), so the
-    detector's weights are loaded once and shared copy-on-write; otherwise each worker builds its own.
-    torch's thread count is left alone: in a child forked after the parent ran an OpenMP region, any
-    OpenMP call (``torch.set_num_threads`` included) hangs for ever.
-    """
-    global _worker_maker
-    import cv2
-
-    cv2.setNumThreads(1)
-    _worker_maker = maker if maker is not None else PairMaker(settings)
-
-
-def work(item: InputItem) -> PairResult:
-    """Pool task: the per-image function with this worker's condition."""
-    assert _worker_maker is not None, "init_worker was not called in this process"
-    return _worker_maker(item)
-
-
-def work_chunk(items: list[InputItem]) -> list[PairResult]:
-    """Pool task: the per-image function over a few inputs."""
-    return [work(item) for item in items]

@@ -4,7 +4,9 @@ A build works in ``OUT.partial/``: every shard is a ``save_to_disk`` folder writ
 name and renamed into place, with ``manifest.json`` (each input's key, source and skip reason) inside
 it. The shard and the record that its inputs are done therefore appear together or not at all, so a
 build killed at any moment and run again with ``--resume`` neither redoes nor loses finished work.
-At the end the shards are concatenated and the finished dataset is renamed to ``OUT``.
+At the end the shards are concatenated and the finished dataset is renamed to ``OUT``. Several processes
+may write into one store (``data realify`` under ``accelerate launch``): each names its shards by its
+``owner``, and all but the main one ``join`` the store the main one opened.
 """
 
 from __future__ import annotations
@@ -28,13 +30,21 @@ def work_dir_for(out: Path) -> Path:
 
 
 class ShardStore:
-    """The shards of one build, in ``work_dir``; ``fingerprint`` pins the settings a resume must match."""
+    """The shards of one build, in ``work_dir``; ``fingerprint`` pins the settings a resume must match.
 
-    def __init__(self, work_dir: Path, fingerprint: dict[str, Any], resume: bool):
+    ``owner`` names this process's shards (``shard-OWNER-00000``) where several processes write; ``join``
+    opens a store that another process of the same run has just opened: no "unfinished build" error, and
+    its temporary folders are left alone.
+    """
+
+    def __init__(
+        self, work_dir: Path, fingerprint: dict[str, Any], resume: bool, owner: str = "", join: bool = False
+    ):
         self.work_dir = work_dir
+        self.prefix = f"{_SHARD_PREFIX}{owner}-" if owner else _SHARD_PREFIX
         build_file = work_dir / BUILD_FILE
         if build_file.is_file():
-            if not resume:
+            if not (resume or join):
                 raise UserError(
                     f"an unfinished build is in {work_dir}; add --resume to continue it or delete it"
                 )
@@ -49,8 +59,9 @@ class ShardStore:
         else:
             work_dir.mkdir(parents=True, exist_ok=True)
             _atomic_write(build_file, json.dumps(fingerprint, indent=2, sort_keys=True))
-        for leftover in work_dir.glob(_TMP_PREFIX + "*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        if not join:
+            for leftover in work_dir.glob(_TMP_PREFIX + "*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def shards(self) -> list[Path]:
         return sorted(p for p in self.work_dir.glob(_SHARD_PREFIX + "*") if (p / MANIFEST_FILE).is_file())
@@ -63,9 +74,9 @@ class ShardStore:
         """Write one shard atomically: a temporary folder renamed into place once complete."""
         import datasets
 
-        existing = self.shards()
-        index = int(existing[-1].name[len(_SHARD_PREFIX) :]) + 1 if existing else 0
-        final = self.work_dir / f"{_SHARD_PREFIX}{index:05d}"
+        own = [int(p.name[len(self.prefix) :]) for p in self.shards() if p.name[len(self.prefix) :].isdigit()]
+        index = max(own) + 1 if own else 0
+        final = self.work_dir / f"{self.prefix}{index:05d}"
         tmp = self.work_dir / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
         if any(rows.values()):
             datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp))

@@ -1,4 +1,4 @@
-"""Where the photos come from: an image folder, a Hugging Face dataset, or the synthetic face generator.
+"""Where the photos come from: an image folder, a Hugging Face dataset, FaceSynthetics, or synthetic faces.
 
 A source lists its inputs as small picklable items (``data.inputs``) with a stable key, so a resumed
 build can skip the keys already done and worker processes can load the images themselves.
@@ -10,13 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from controlkit.data.facesynthetics_source import PREFIX as FACESYNTHETICS
+from controlkit.data.facesynthetics_source import FaceSyntheticsSource
 from controlkit.data.inputs import FileItem, InputItem, Source
 from controlkit.data.synthetic_source import NAME as SYNTHETIC
 from controlkit.data.synthetic_source import SyntheticSource
 from controlkit.errors import UserError, first_line
+from controlkit.paths import is_hub_id
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-GROUND_TRUTH: dict[str, str] = {SYNTHETIC: SyntheticSource.annotation_format}
+GROUND_TRUTH: dict[str, str] = {
+    SYNTHETIC: SyntheticSource.annotation_format,
+    f"{FACESYNTHETICS}DIR": FaceSyntheticsSource.annotation_format,
+}
 """The sources whose inputs carry ground-truth annotations (``--landmarks ground-truth``), and its format."""
 _DATA_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
 
@@ -45,6 +51,30 @@ class FolderSource(Source):
                 yield FileItem(key=key, source=key, path=str(path))
 
 
+def ground_truth_format(source: str) -> str | None:
+    """The format of the ground-truth annotations the source named by ``--source`` carries; None: none."""
+    if source.startswith(FACESYNTHETICS):
+        return FaceSyntheticsSource.annotation_format
+    return GROUND_TRUTH.get(source)
+
+
+def load_split(name: str, split: str) -> Any:
+    """One split of a ``datasets`` dataset: a ``save_to_disk`` folder, a folder of data files or a Hub id."""
+    import datasets
+
+    try:
+        saved = _is_saved_dataset(Path(name))
+        loaded = datasets.load_from_disk(name) if saved else datasets.load_dataset(name)
+    except Exception as exc:  # datasets raises many kinds; the user needs one line either way
+        where = "" if Path(name).exists() else " (no such folder, so it was looked up on the Hub)"
+        raise UserError(f"cannot load dataset {name!r}{where}: {first_line(exc)}") from exc
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise UserError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")
+        loaded = loaded[split]
+    return loaded
+
+
 class HFDatasetSource(Source):
     """One split of a ``datasets`` dataset (saved folder, local dataset folder or Hub id)."""
 
@@ -53,19 +83,7 @@ class HFDatasetSource(Source):
 
         self.description = f"{name} (split {split}, column {image_column})"
         self.name, self.split = name, split
-        try:
-            loaded = (
-                datasets.load_from_disk(name)
-                if _is_saved_dataset(Path(name))
-                else datasets.load_dataset(name)
-            )
-        except Exception as exc:  # datasets raises many kinds; the user needs one line either way
-            where = "" if Path(name).exists() else " (no such folder, so it was looked up on the Hub)"
-            raise UserError(f"cannot load dataset {name!r}{where}: {first_line(exc)}") from exc
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise UserError(f"dataset {name!r} has no split {split!r}; it has: {', '.join(loaded)}")
-            loaded = loaded[split]
+        loaded = load_split(name, split)
         self.columns = tuple(loaded.column_names)
         for column in (image_column, *keep_columns):
             if column not in self.columns:
@@ -116,7 +134,10 @@ def open_source(
     limit: int | None = None,
     seed: int = 0,
 ) -> Source:
-    """The source named by ``--source``: ``synthetic-faces``, an image folder, a dataset folder or Hub id."""
+    """The source named by ``--source``: ``synthetic-faces``, ``facesynthetics:DIR``, an image folder, a
+    dataset folder or Hub id."""
+    if source.startswith(FACESYNTHETICS):
+        return _open_facesynthetics(source.removeprefix(FACESYNTHETICS), keep_columns)
     if source == SYNTHETIC:
         if limit is None:
             raise UserError(f"--source {SYNTHETIC} needs --limit N: how many faces to generate")
@@ -133,7 +154,24 @@ def open_source(
         if not len(folder):
             raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {source}")
         return folder
+    if not path.exists() and not is_hub_id(source):
+        raise UserError(f"--source {source}: no such folder, and not a Hub dataset id (owner/name)")
     return HFDatasetSource(source, split, image_column, keep_columns)
+
+
+def _open_facesynthetics(folder: str, keep_columns: tuple[str, ...]) -> Source:
+    if keep_columns:
+        raise UserError(
+            f"--source {FACESYNTHETICS}DIR has no columns to caption from; use --captioner template or blip"
+        )
+    if not Path(folder).is_dir():
+        raise UserError(
+            f"--source {FACESYNTHETICS}{folder}: no such folder (give the unzipped FaceSynthetics folder)"
+        )
+    source = FaceSyntheticsSource(Path(folder))
+    if not len(source):
+        raise UserError(f"--source {FACESYNTHETICS}{folder}: no {{id}}.png images in it")
+    return source
 
 
 def _has_data_files(path: Path) -> bool:

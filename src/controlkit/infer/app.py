@@ -139,7 +139,7 @@ class AppHandlers:
         except UserError as exc:
             return [], _sentence(exc)
         captions = [
-            f"seed {s} · {score_caption(scores, short=False)}"
+            f"seed {s} · {score_caption(scores)}"
             for s, scores in zip(result.seeds, result.scores, strict=True)
         ]
         return list(zip(result.images, captions, strict=True)), ""

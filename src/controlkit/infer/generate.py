@@ -87,9 +87,9 @@ def resolve_condition(
     condition: str | Condition | None, info: ControlNetInfo, controlnet: str | Path
 ) -> Condition:
     """The condition asked for, else the one the ControlNet was trained with (its ``info``), with the
-    options recorded at training when it is that one; it scores as suits the ControlNet's resolution."""
+    options recorded at training when it is that one."""
     if condition is not None and not isinstance(condition, str):
-        return condition.for_resolution(info.resolution)
+        return condition
     options: dict = {}
     if condition in (None, info.condition):
         condition, options = info.condition, info.condition_options
@@ -98,7 +98,7 @@ def resolve_condition(
             f"{controlnet} records no condition (controlkit.json); "
             "pass --condition NAME or --conditioning-image"
         )
-    return get_condition(condition, **options).for_resolution(info.resolution)
+    return get_condition(condition, **options)
 
 
 def draw_annotation(photo: Image.Image, condition: Condition) -> tuple[Annotation, Image.Image]:
@@ -123,6 +123,7 @@ def score_images(
 ) -> list[dict[str, float]]:
     """The condition's adherence score of each image against the photo's annotation, at the working size."""
     working = work_size(images[0].size)
+    condition = condition.for_resolution(min(images[0].size))  # enlarged, a small picture is still small
     return [condition.score(image.resize(working, Image.Resampling.LANCZOS), annotation) for image in images]
 
 
@@ -194,7 +195,7 @@ def generate(config: GenerateConfig, info: ControlNetInfo | None = None) -> Gene
 
     scored = control.annotation is not None
     scores = score_images(images, control.annotation, control.condition) if scored else []
-    captions = [score_caption(s) for s in scores]
+    captions = [score_caption(s, control.condition.score_labels) for s in scores]
     result = GenerationResult(
         images=images,
         conditioning_image=control.image,

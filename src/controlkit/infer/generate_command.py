@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     if result.scores:
         print(f"adherence ({result.condition}):")
         for i, scores in enumerate(result.scores):
-            print(f"  image-{i:02d}.png  seed {result.seeds[i]}  {score_caption(scores, short=False)}")
+            print(f"  image-{i:02d}.png  seed {result.seeds[i]}  {score_caption(scores)}")
     else:
         print("no adherence scores: a ready conditioning image has no photo annotation to compare with")
     print(f"wrote {len(result.images)} images, conditioning.png, panel.png and scores.json to {result.out}")

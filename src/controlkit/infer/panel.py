@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from PIL import Image
 
@@ -12,15 +12,14 @@ from controlkit.pictures import image_grid
 MIN_TILE = 128
 """Tiles are the output size scaled up by a whole factor to at least this many pixels, so captions fit."""
 
-_SHORT_NAMES = {"landmark_nme": "nme", "detection_rate": "det", "edge_f1": "f1"}
-
-
-def score_caption(scores: dict[str, float], short: bool = True) -> str:
-    """A one-line caption, ``nme 0.083 · det 1.000`` (full key names unless ``short``); NaN is ``n/a``."""
+def score_caption(scores: dict[str, float], labels: Mapping[str, str] | None = None) -> str:
+    """A one-line caption, ``landmark_nme 0.083 · detection_rate 1.000``, or with the condition's short
+    ``labels`` (``Condition.score_labels``) ``nme 0.083 · det 1.000`` where space is short; NaN is ``n/a``."""
+    labels = labels or {}
     parts = []
     for key, value in scores.items():
         shown = "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.3f}"
-        parts.append(f"{_SHORT_NAMES.get(key, key) if short else key} {shown}")
+        parts.append(f"{labels.get(key, key)} {shown}")
     return " · ".join(parts)
 
 

@@ -9,34 +9,20 @@ Weights load from safetensors only. The last pipeline loaded is kept, so the app
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 from controlkit.devices import pick_device, pick_dtype
-from controlkit.errors import UserError, first_line
+from controlkit.errors import UserError
 from controlkit.metadata import ControlNetInfo
 
 
 @functools.lru_cache(maxsize=1)
 def _load(controlnet: str, base: str, device: str, dtype_name: str):
     import torch
-    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
 
-    from controlkit.models.loading import load_controlnet
+    from controlkit.models.loading import controlnet_pipeline
 
-    dtype = getattr(torch, dtype_name)
-    model = load_controlnet(controlnet, dtype=dtype)
-    # ``torch_dtype`` works on every supported diffusers; newer ones prefer ``dtype`` and warn.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Please use `dtype` instead.*", category=FutureWarning)
-        try:
-            pipe = StableDiffusionControlNetPipeline.from_pretrained(
-                base, controlnet=model, torch_dtype=dtype, use_safetensors=True
-            )
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the base model {base}: {first_line(exc)}") from exc
-    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
-    return pipe.to(device)
+    return controlnet_pipeline(base, controlnet, getattr(torch, dtype_name), device)
 
 
 def load_pipeline(

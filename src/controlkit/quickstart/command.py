@@ -1,7 +1,8 @@
 """Every stage of controlkit on the embedded default (synthetic faces, the shipped demo base), on a CPU.
 
 Builds a face-landmarks dataset from synthetic faces, trains a ControlNet on the small pretrained demo base
-with validation on held-out faces, measures whether it follows the landmarks, and writes OUT/report.html.
+with validation on held-out faces, evaluates every checkpoint (`controlkit eval`: does it follow the
+landmarks?) and writes OUT/report.html.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controlkit.eval.report import text_table
     from controlkit.quickstart.run import run_quickstart
 
     result = run_quickstart(flags.from_namespace(QuickstartConfig, args))
-    control = result.control
     print(f"report: {result.report}")
-    for case in ("matched", "shuffled", "disabled"):
-        print(f"  {case:9s} landmark error / inter-ocular = {control[case]['point_error']:.3f}")
+    for line in text_table(result.evaluation):
+        print(f"  {line}")
     return 0

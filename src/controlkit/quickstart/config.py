@@ -26,10 +26,10 @@ class QuickstartConfig:
     empty_prompts: float = option(
         0.5, "share of empty captions, so the ControlNet must read the condition (ControlNet paper: 50%)"
     )
-    validation_every: int = option(200, "checkpoint, validation grid and adherence every N steps")
+    validation_every: int = option(200, "checkpoint (evaluated afterwards) and validation grid every N steps")
     validation_faces: int = option(4, "held-out faces in the grids")
-    eval_faces: int = option(8, "held-out faces the adherence is measured on")
-    eval_steps: int = option(12, "sampling steps when measuring adherence")
+    eval_faces: int = option(16, "held-out faces `controlkit eval` measures every checkpoint on")
+    eval_steps: int = option(12, "sampling steps when evaluating")
     guidance: float = option(3.0, "classifier-free guidance when measuring")
     base: str | None = option(None, "the base model (default: the shipped demo base)")
     seed: int = option(0, "seed of the faces, the split and training")

@@ -1,20 +1,28 @@
 """report.html: what quickstart did and whether the ControlNet learned control, as pictures and numbers.
 
 Every picture is a file beside the report (linked by a relative path, so the folder can be zipped or served
-as is); the figures are also in quickstart.json.
+as is); the figures are also in quickstart.json, and the evaluation's in eval/eval.json.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
 
+from controlkit.eval import page
+from controlkit.eval.report import CURVES_FILE, EVAL_FILE, REPORT_FILE, checkpoint_table
+
 SUMMARY_FILE = "quickstart.json"
 BENCHMARK_FILE = "control_benchmark.json"
+CASES = ("matched", "shuffled", "off", "off_domain")
+OFFLINE_NOTE = (
+    "Prompt fidelity is not measured here: offline there is no trained CLIP model (the demo base's text "
+    "encoder was trained only on face captions), so quickstart reports adherence only. On a real model, "
+    "`controlkit eval --clip openai/clip-vit-large-patch14` adds it and the forgetting probe's fidelity."
+)
 
 GPU_COMMANDS = """\
 # 1. a paired dataset from your photos (or use the walkthrough's, below): landmarks, masks, BLIP captions
@@ -34,9 +42,13 @@ controlkit train --pretrained_model_name_or_path=stabilityai/stable-diffusion-2-
   --enable_xformers_memory_efficient_attention --checkpointing_steps=5000 --validation_steps=5000 \\
   --report_to wandb --vram 24
 
-# 3. use it
-controlkit generate --controlnet model_out --image photo.jpg --prompt "close-up dslr photo of a smiling woman"
-controlkit app --controlnet model_out
+# 3. which checkpoint follows the landmarks without forgetting the prompt (writes model_out/eval/best)
+controlkit eval --controlnet model_out --dataset ./held-out-faces --clip openai/clip-vit-large-patch14
+
+# 4. use it
+controlkit generate --controlnet model_out/eval/best --image photo.jpg \\
+  --prompt "close-up dslr photo of a smiling woman"
+controlkit app --controlnet model_out/eval/best
 """
 
 
@@ -64,58 +76,80 @@ def _figure_loss(metrics_file: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def _figure_adherence(rows: list[dict], control: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    ax.plot([r["step"] for r in rows], [r["point_error"] for r in rows], marker="o", label="matched")
-    for case, style in (("shuffled", "--"), ("disabled", ":")):
-        if case in control:
-            ax.axhline(control[case]["point_error"], linestyle=style, color="grey", label=f"{case} (final)")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("landmark error / inter-ocular")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+def _case_rows(scores: dict[str, dict[str, float]], key: str) -> list[list[str]]:
+    return [
+        [
+            case.replace("_", "-"),
+            page.number(scores[case].get(key)),
+            page.number(scores[case].get("detection_rate")),
+        ]
+        for case in CASES
+        if case in scores
+    ]
 
 
-def _number(value: float) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _image(path: str, caption: str) -> str:
-    src = html.escape(path)
-    text = html.escape(caption)
-    return (
-        f'<figure><a href="{src}"><img src="{src}" alt="{text}"></a><figcaption>{text}</figcaption></figure>'
-    )
-
-
-def _benchmark_section(out: Path) -> str:
+def _benchmark_section(out: Path, key: str) -> str:
     """The benchmark's figures (benchmarks/quickstart_control.py), when it has run on this folder."""
     path = out / BENCHMARK_FILE
     if not path.is_file():
         return ""
     bench = json.loads(path.read_text())
-    keys = ("point_error", "landmark_nme", "detection_rate")
-    rows = [[case, *(_number(scores[k]) for k in keys)] for case, scores in bench["scores"].items()]
     return (
         f"<h3>Benchmark: {bench['faces']} more held-out faces, {bench['sampling_steps']} sampling steps</h3>"
-        + _table(
-            ["case", "landmark error / inter-ocular", "landmark_nme (found faces)", "detection rate"], rows
+        + page.table(["case", key, "detection rate"], _case_rows(bench["scores"], key))
+        + f'<p>Figures: <a href="{BENCHMARK_FILE}">{BENCHMARK_FILE}</a>, '
+        f'<a href="{bench.get("report", "")}">its eval report</a></p>'
+    )
+
+
+def _verdict(control: dict[str, dict[str, float]], key: str) -> str:
+    matched, shuffled, off = (control.get(case, {}).get(key) for case in ("matched", "shuffled", "off"))
+    if None not in (matched, shuffled, off) and matched < 0.8 * min(shuffled, off):
+        return (
+            "The ControlNet follows the landmarks: matched conditionings give a clearly lower error than "
+            "shuffled ones or no ControlNet."
         )
-        + f'<p>Figures: <a href="{BENCHMARK_FILE}">{BENCHMARK_FILE}</a></p>'
-        + _image("control_benchmark.png", "conditioning | matched | shuffled | disabled")
+    return "Control is not (yet) clearly learned at this length: train longer (--steps) and compare again."
+
+
+def eval_command(result: SimpleNamespace, rel) -> str:
+    """The `controlkit eval` command line that measures what the report shows, from the report's folder."""
+    config = result.config
+    return (
+        f"controlkit eval --controlnet {rel(Path(result.controlnet))} "
+        f"--dataset {rel(Path(result.out) / 'held_out')} "
+        f"--num {config['eval_faces']} --steps {config['eval_steps']} --guidance {config['guidance']} "
+        f"--seed {config['seed']} --out eval-again"
+    )
+
+
+def _control_section(result: SimpleNamespace, rel) -> str:
+    evaluation = result.evaluation
+    key = evaluation["adherence_key"]
+    eval_dir = Path(result.out) / "eval"
+    final = evaluation["checkpoints"][-1]["name"]
+    header, rows = checkpoint_table(evaluation)
+    pick = evaluation["pick"]
+    return (
+        "<h2>Does it follow the condition?</h2>"
+        + page.paragraph(
+            f"{_verdict(result.control, key)} Held-out faces (never trained on: {evaluation['held_out']}), "
+            f"the same prompts and seeds in every case; {key}: landmark error over inter-ocular distance, "
+            "read by the face-landmarks condition's small-face regressor (lower is better)."
+        )
+        + page.table(["case (final checkpoint)", key, "detection rate"], _case_rows(result.control, key))
+        + page.figure(
+            rel(eval_dir / "checkpoints" / f"{final}.png"),
+            f"{final}: conditioning | matched | shuffled | ControlNet off | off-domain prompt",
+        )
+        + "<h3>Every checkpoint (controlkit eval)</h3>"
+        + page.table(header, rows)
+        + page.figure(rel(eval_dir / CURVES_FILE), "adherence over training steps")
+        + page.paragraph(f"Picked: {pick['reason']} (rule: {pick['rule']}); written to eval/best/.")
+        + page.paragraph(OFFLINE_NOTE)
+        + f'<p>The evaluation: <a href="{rel(eval_dir / REPORT_FILE)}">eval/report.html</a>, '
+        f'<a href="{rel(eval_dir / EVAL_FILE)}">eval/eval.json</a>; the same again, from this folder: '
+        f"<code>{html.escape(eval_command(result, rel))}</code>.</p>"
     )
 
 
@@ -126,22 +160,9 @@ def write_report(out: Path) -> Path:
     result, config = SimpleNamespace(**summary), SimpleNamespace(**summary["config"])
     controlnet = Path(result.controlnet)
     _figure_loss(controlnet / "metrics.jsonl", out / "loss.png")
-    _figure_adherence(result.adherence_by_step, result.control, out / "adherence.png")
     grids = sorted((controlnet / "validation").glob("step-*.png"), key=lambda p: int(p.stem.split("-")[1]))
     rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731
-    keys = ("point_error", "landmark_nme", "detection_rate")
-    control_rows = [[case, *(_number(result.control[case][k]) for k in keys)] for case in result.control]
-    step_rows = [[r["step"], *(_number(r[k]) for k in keys)] for r in result.adherence_by_step]
     timing_rows = [[stage, f"{s:.0f} s"] for stage, s in result.seconds.items()]
-    matched, shuffled, disabled = (
-        result.control.get(c, {}).get("point_error") for c in ("matched", "shuffled", "disabled")
-    )
-    verdict = (
-        "The ControlNet follows the landmarks: matched conditionings give a clearly lower error than "
-        "shuffled ones or no ControlNet."
-        if matched is not None and matched < 0.8 * min(shuffled, disabled)
-        else "Control is not (yet) clearly learned at this length: train longer (--steps) and compare again."
-    )
     sections = [
         "<h1>controlkit quickstart</h1>"
         f"<p>A ControlNet trained on <code>{html.escape(str(config.base))}</code> "
@@ -149,31 +170,17 @@ def write_report(out: Path) -> Path:
         f'Files: <a href="{rel(result.dataset)}/">dataset</a>, <a href="{rel(controlnet)}/">ControlNet</a>, '
         '<a href="quickstart.json">quickstart.json</a> (every figure), '
         '<a href="held_out/">held-out faces</a>.</p>',
-        "<h2>Does it follow the condition?</h2>"
-        f"<p>{html.escape(verdict)} Held-out faces (never trained on), same prompts and seeds in every case; "
-        "scores from a landmark regressor trained on the synthetic ground truth (lower error is better).</p>"
-        + _table(
-            ["case", "landmark error / inter-ocular", "landmark_nme (found faces)", "detection rate"],
-            control_rows,
-        )
-        + _image("control.png", "conditioning | matched | shuffled conditioning | ControlNet disabled"),
-        _benchmark_section(out),
-        "<h2>Dataset</h2>" + _image(f"{rel(result.dataset)}/preview.png", "image | conditioning | caption"),
-        "<h2>Training</h2>" + _image("loss.png", "training loss") + _table(["stage", "time"], timing_rows),
+        _control_section(result, rel),
+        _benchmark_section(out, result.evaluation["adherence_key"]),
+        "<h2>Dataset</h2>"
+        + page.figure(f"{rel(result.dataset)}/preview.png", "image | conditioning | caption"),
+        "<h2>Training</h2>"
+        + page.figure("loss.png", "training loss")
+        + page.table(["stage", "time"], timing_rows),
         "<h2>Validation over steps</h2>"
-        + "".join(_image(rel(g), f"step {g.stem.split('-')[1]}: conditioning | output") for g in grids),
-        "<h2>Adherence over steps</h2>"
-        + _image("adherence.png", "matched landmark error per checkpoint")
-        + _table(["step", "landmark error / inter-ocular", "landmark_nme", "detection rate"], step_rows),
+        + "".join(page.figure(rel(g), f"step {g.stem.split('-')[1]}: conditioning | output") for g in grids),
         "<h2>The same at full scale, on a GPU</h2><pre>" + html.escape(GPU_COMMANDS) + "</pre>",
     ]
-    style = (
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-        "img{image-rendering:pixelated;max-width:100%;min-width:16em}figure{display:inline-block;margin:.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.2em .6em}pre{background:#f4f4f4;padding:1em;overflow-x:auto}"
-    )
-    head = f"<meta charset='utf-8'><title>controlkit quickstart</title><style>{style}</style>"
-    page = f"<!doctype html><html><head>{head}</head><body>{''.join(sections)}</body></html>"
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(page.page("controlkit quickstart", sections))
     return path

@@ -1,8 +1,9 @@
 """The quickstart recipe, one stage after another, each through the project's public Python API.
 
-synthetic faces -> `data build` (face-landmarks from the ground-truth landmarks, attribute captions)
--> `train` (a ControlNet on the shipped demo base, validated every K steps on held-out faces)
--> adherence of every checkpoint (the landmark regressor) -> the three-way control test -> report.html.
+synthetic faces -> `data build` (face-landmarks from the ground-truth landmarks, attribute captions), and a
+held-out dataset from a seed stream the training set never uses -> `train` (a ControlNet on the shipped demo
+base, validated every K steps on the first held-out faces) -> `eval` of every checkpoint on the held-out
+dataset (matched / shuffled / off-domain / ControlNet off, the pick) -> report.html.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from controlkit.errors import UserError
 from controlkit.quickstart.config import QuickstartConfig
 
 HELD_OUT_SEED_OFFSET = 7_919
-"""Held-out faces come from the seed stream ``seed + offset``; the dataset (stream ``seed``) never uses it."""
+"""Held-out faces come from the seed stream ``seed + offset``; the dataset (stream ``seed``) never uses it.
+The first ones are also the validation faces (validation does not train)."""
 CONDITIONING_CHANNELS = (16, 32, 64, 64)
 """The ControlNet's conditioning encoder (diffusers' default, 16, 32, 96, 256, outweighs this whole base);
 its first N widths for a VAE of N blocks, so it downsamples the image to the latents' size."""
@@ -26,15 +28,16 @@ its first N widths for a VAE of N blocks, so it downsamples the image to the lat
 
 @dataclass
 class QuickstartResult:
-    """Where everything went and what was measured."""
+    """Where everything went and what was measured: ``control`` holds the final checkpoint's adherence per
+    case (matched, shuffled, off, off_domain), ``evaluation`` eval's summary (every checkpoint, the pick)."""
 
     out: Path
     dataset: Path
     controlnet: Path
     report: Path
     seconds: dict[str, float] = field(default_factory=dict)
-    adherence_by_step: list[dict] = field(default_factory=list)
     control: dict[str, dict[str, float]] = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
 
 
 def _threads(requested: int | None) -> int:
@@ -53,37 +56,44 @@ def _prepare(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build_data(config: QuickstartConfig, out: Path) -> Path:
+def build_data(config: QuickstartConfig, out: Path, faces: int, seed: int) -> Path:
+    """A face-landmarks dataset of ``faces`` synthetic faces of the stream ``seed``, at 64 px."""
     from controlkit.data.build import BuildConfig, build_dataset
 
     report = build_dataset(
         BuildConfig(
             source="synthetic-faces",
-            out=str(out / "dataset"),
+            out=str(out),
             condition="face-landmarks",
             captioner="template",
             landmarks="ground-truth",
-            limit=config.images,
+            limit=faces,
             resolution=64,
-            seed=config.seed,
+            seed=seed,
         )
     )
     return Path(report.out)
 
 
-def write_held_out(faces, folder: Path) -> tuple[list[str], list[str]]:
-    """Held-out conditioning images with their annotation sidecars (NAME.json), as `train` reads them."""
-    from controlkit.conditions.face_landmarks import as_faces
+def write_validation(dataset: Path, count: int, folder: Path) -> tuple[list[str], list[str]]:
+    """The first held-out rows as `train` reads validation inputs: conditioning images with annotation
+    sidecars (NAME.json), and their captions."""
+    from datasets import load_from_disk
 
+    from controlkit.metadata import DatasetInfo
+
+    info = DatasetInfo.read(dataset)
+    rows = load_from_disk(str(dataset)).select(range(count))
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, face in enumerate(faces):
+    paths, prompts = [], []
+    for i, row in enumerate(rows):
         path = folder / f"face-{i}.png"
-        face.conditioning_image.save(path)
-        path.with_suffix(".json").write_text(json.dumps(as_faces(face.annotation).tolist()))
+        row[info.conditioning_image_column].save(path)
+        path.with_suffix(".json").write_text(json.dumps(row[info.annotation_column]))
         paths.append(str(path))
-    (folder / "prompts.json").write_text(json.dumps([face.prompt for face in faces], indent=1))
-    return paths, [face.prompt for face in faces]
+        prompts.append(row[info.caption_column])
+    (folder / "prompts.json").write_text(json.dumps(prompts, indent=1))
+    return paths, prompts
 
 
 def initial_controlnet(base: str, out: Path) -> Path:
@@ -131,40 +141,30 @@ def train_controlnet(
     return Path(train(train_config))
 
 
-def adherence_over_steps(
-    pipe, controlnet_dir: Path, faces, condition, config: QuickstartConfig
-) -> list[dict]:
-    """Matched adherence of every checkpoint and the final ControlNet on the held-out faces."""
-    from diffusers import ControlNetModel
+def evaluate_checkpoints(config: QuickstartConfig, controlnet: Path, held_out: Path):
+    """`controlkit eval` over every checkpoint, on the held-out dataset (no CLIP model offline)."""
+    from controlkit.eval.config import EvalConfig
+    from controlkit.eval.run import evaluate
 
-    from controlkit.quickstart.adherence import generate, score
-
-    conditioning = [face.conditioning_image for face in faces]
-    found = sorted(
-        controlnet_dir.glob("checkpoint-*/controlnet"), key=lambda p: int(p.parent.name.split("-")[1])
+    return evaluate(
+        EvalConfig(
+            controlnet=str(controlnet),
+            dataset=str(held_out),
+            num=config.eval_faces,
+            steps=config.eval_steps,
+            guidance=config.guidance,
+            seed=config.seed,
+            base=config.base,
+            out=config.out / "eval",
+            device="cpu",
+        )
     )
-    steps = {int(p.parent.name.split("-")[1]): p for p in found}
-    steps.setdefault(config.steps, controlnet_dir)
-    rows = []
-    for step, path in sorted(steps.items()):
-        pipe.controlnet = ControlNetModel.from_pretrained(path)
-        images = generate(pipe, faces, conditioning, 1.0, config.eval_steps, config.guidance, config.seed)
-        rows.append({"step": step, **score(images, faces, condition)})
-    return rows
 
 
 def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     """Run every stage into ``config.out`` and return what was written and measured."""
     import torch
-    from diffusers import ControlNetModel
 
-    from controlkit.quickstart.adherence import (
-        adherence_condition,
-        control_panel,
-        control_test,
-        held_out_faces,
-        load_pipeline,
-    )
     from controlkit.quickstart.report import SUMMARY_FILE, write_report
 
     if not (Path(config.base) / "model_index.json").is_file():
@@ -180,26 +180,23 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
         seconds[name] = round(time.monotonic() - clock, 1)
         clock = time.monotonic()
 
-    dataset = build_data(config, out)
+    dataset = build_data(config, out / "dataset", config.images, config.seed)
     lap("dataset")
-    faces = held_out_faces(config.validation_faces + config.eval_faces, config.seed + HELD_OUT_SEED_OFFSET)
-    validation = write_held_out(faces[: config.validation_faces], out / "held_out")
-    eval_faces = faces[config.validation_faces :]
+    faces = max(config.eval_faces, config.validation_faces)
+    held_out = build_data(config, out / "held_out", faces, config.seed + HELD_OUT_SEED_OFFSET)
+    validation = write_validation(held_out, config.validation_faces, out / "validation")
     init = initial_controlnet(config.base, out / "controlnet-init")
     lap("prepare")
     controlnet_dir = train_controlnet(config, dataset, init, validation)
     lap("train")
-    condition = adherence_condition()
-    pipe = load_pipeline(config.base, ControlNetModel.from_pretrained(controlnet_dir))
-    by_step = adherence_over_steps(pipe, controlnet_dir, eval_faces, condition, config)
-    pipe.controlnet = ControlNetModel.from_pretrained(controlnet_dir)
-    control, images = control_test(
-        pipe, eval_faces, condition, config.eval_steps, config.guidance, config.seed
-    )
-    control_panel(eval_faces, images).save(out / "control.png")
-    lap("adherence")
+    evaluation = evaluate_checkpoints(config, controlnet_dir, held_out)
+    lap("eval")
     seconds["total (before the report)"] = round(time.monotonic() - started, 1)
-    result = QuickstartResult(out, dataset, controlnet_dir, out / "report.html", seconds, by_step, control)
+    final = evaluation.checkpoints[-1]
+    control = {**final["adherence"], "off": evaluation.base["adherence"]["off"]}
+    result = QuickstartResult(
+        out, dataset, controlnet_dir, out / "report.html", seconds, control, evaluation.summary
+    )
     summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

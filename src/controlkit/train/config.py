@@ -166,6 +166,17 @@ class TrainConfig:
     validation_inference_steps: int | None = option(
         None, "Denoising steps per validation image (default: 20, UniPC as the reference uses)."
     )
+    # Evaluation during training (`controlkit eval`'s evaluator)
+    eval_steps: int | None = option(
+        None,
+        "Every N optimizer steps (and at the end), measure adherence (matched, shuffled, off-domain prompts, "
+        "ControlNet off) on --eval_samples held-out samples: the rows --max_train_samples leaves out, else "
+        "the --validation_image pairs with annotation sidecars. Figures go to metrics.jsonl and the tracker.",
+    )
+    eval_samples: int = option(8, "Held-out samples the in-training evaluation generates from.")
+    eval_clip: str | None = option(
+        None, "A CLIP model (Hub id or folder, safetensors) for the in-training evaluation's prompt fidelity."
+    )
     # The file this configuration was read from (not itself a training option).
     config: str | None = option(
         None, "A YAML or TOML file holding these same keys; flags given here override it."
@@ -227,6 +238,10 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise UserError(f"--eval_steps must be at least 1, got {self.eval_steps}")
+        if self.eval_samples < 2:  # the shuffled case swaps conditionings between samples
+            raise UserError(f"--eval_samples must be at least 2, got {self.eval_samples}")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise UserError(
                 f"--checkpoints_total_limit must be at least 1, got {self.checkpoints_total_limit}"

@@ -33,6 +33,7 @@ from controlkit.train import checkpoints
 from controlkit.train.checkpoints import EpochSampler, Position
 from controlkit.train.config import RunSettings, TrainConfig, effective_config, write_effective_config
 from controlkit.train.data import PairedImages, TrainingData, collate, load_training_data, tokenize
+from controlkit.train.evaluation import TrainingEvaluation, prepare_evaluation
 from controlkit.train.memory import adam_class, peak_memory_mb
 from controlkit.train.metrics import MetricsLog
 from controlkit.train.models import TrainingModels, load_models
@@ -44,13 +45,14 @@ def train(config: TrainConfig) -> Path:
     run = start(config)
     data = load_data(run)
     validate = prepare_validation(run, data)  # a bad --validation_image fails before the models load
+    evaluate = prepare_evaluation(run, data, validate.pairs, validate.condition)
     models = load_models(config, run.accelerator)
     inputs = training_inputs(run, data, models)
     schedule = optimizer_and_schedule(run, models, inputs)
     start_logging(run, data, schedule)
     position = resume(run, epoch_size=len(inputs.dataset))
-    train_loop(run, models, inputs, schedule, position, validate)
-    finish(run, data, models, position, validate)
+    train_loop(run, models, inputs, schedule, position, validate, evaluate)
+    finish(run, data, models, position, validate, evaluate)
     return run.output_dir
 
 
@@ -402,6 +404,7 @@ def train_loop(
     schedule: Schedule,
     position: Position,
     validate: Validator,
+    evaluate: TrainingEvaluation | None = None,
 ) -> None:
     """Epochs of micro-batches from where ``position`` stands, until the last optimizer step."""
     from tqdm.auto import tqdm
@@ -425,7 +428,7 @@ def train_loop(
             if not accelerator.sync_gradients:
                 continue
             position.global_step += 1
-            _after_step(run, models, schedule, position, validate, meter, progress)
+            _after_step(run, models, schedule, position, validate, evaluate, meter, progress)
             if position.global_step >= schedule.total_steps:
                 break
     progress.close()
@@ -462,10 +465,12 @@ def _after_step(
     schedule: Schedule,
     position: Position,
     validate: Validator,
+    evaluate: TrainingEvaluation | None,
     meter: _StepMeter,
     progress,
 ) -> None:
-    """An optimizer step is done: stop on a non-finite loss, record it, checkpoint and validate when due."""
+    """An optimizer step is done: stop on a non-finite loss, record it, checkpoint, validate and evaluate
+    when due."""
     config, accelerator = run.config, run.accelerator
     step_loss, elapsed = meter.read(accelerator)
     if not math.isfinite(step_loss):
@@ -495,14 +500,22 @@ def _after_step(
         accelerator.print(f"saved {saved}")
     if position.global_step % config.validation_steps == 0:
         validate(run, models, position.global_step)
+    if evaluate is not None and position.global_step % config.eval_steps == 0:
+        evaluate(run, models, position.global_step)
     meter.reset()
 
 
 def finish(
-    run: Run, data: TrainingData, models: TrainingModels, position: Position, validate: Validator
+    run: Run,
+    data: TrainingData,
+    models: TrainingModels,
+    position: Position,
+    validate: Validator,
+    evaluate: TrainingEvaluation | None = None,
 ) -> None:
-    """The final ControlNet where the reference saves it, its controlkit record, a last validation and the
-    model card (every run); the upload with --push_to_hub."""
+    """The final ControlNet where the reference saves it, its controlkit record (with its step), a last
+    validation and evaluation (naming the best step so far) and the model card (every run); the upload
+    with --push_to_hub."""
     config, accelerator = run.config, run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -514,10 +527,15 @@ def finish(
             resolution=data.settings.resolution,
             dataset=data.source,
             controlkit_version=__version__,
+            step=position.global_step,
         )
         info.write(run.output_dir)
         if position.global_step % config.validation_steps != 0:
             validate(run, models, position.global_step)
+        if evaluate is not None:
+            if position.global_step % config.eval_steps != 0:
+                evaluate(run, models, position.global_step)
+            accelerator.print(evaluate.best_so_far(run.output_dir))
         from controlkit.train import card, hub
 
         flags = effective_config(config, data.settings)

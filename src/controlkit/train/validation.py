@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,51 @@ def _log_to_trackers(accelerator, rows: list[tuple[ValidationPair, list[Image.Im
             )
 
 
+def precision(accelerator, weight_dtype):
+    """Autocast to the frozen models' dtype while sampling (the ControlNet trains in fp32)."""
+    import torch
+
+    return torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
+
+
+@contextmanager
+def sampling_pipeline(*, vae, text_encoder, tokenizer, unet, controlnet, config: TrainConfig, accelerator):
+    """A ControlNet pipeline over the training's own models (UniPC, no progress bars), the ControlNet in
+    eval mode for the block; afterwards its mode is restored and the memory sampling took is freed, so the
+    training state is left as it was. Validation and the in-training evaluation both sample through it."""
+    import torch
+    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
+
+    model = accelerator.unwrap_model(controlnet)
+    was_training = model.training
+    model.eval()
+    scheduler = UniPCMultistepScheduler.from_pretrained(
+        config.pretrained_model_name_or_path,
+        subfolder="scheduler",
+        revision=config.revision,
+    )
+    pipeline = StableDiffusionControlNetPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=model,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    try:
+        yield pipeline
+    finally:
+        del pipeline
+        model.train(was_training)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def log_validation(
     *,
     vae,
@@ -187,40 +233,20 @@ def log_validation(
     returns ``{"validation/<key>": mean}`` over every output whose pair has an annotation ({} without a
     condition), for the caller to log with its metrics. The training state is left as it was: the
     ControlNet's train/eval mode, its gradients and the global RNG (a seeded generator is always used).
+    Outputs are scored at the conditioning image's size, so a condition that reads small pictures its own
+    way (face-landmarks under 128 px) does so here.
     """
     import torch
-    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
 
     if not pairs:
         return {}
-    model = accelerator.unwrap_model(controlnet)
-    was_training = model.training
-    model.eval()
-    scheduler = UniPCMultistepScheduler.from_pretrained(
-        config.pretrained_model_name_or_path,
-        subfolder="scheduler",
-        revision=config.revision,
-    )
-    pipeline = StableDiffusionControlNetPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        controlnet=model,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipeline.set_progress_bar_config(disable=True)
-    device_type = accelerator.device.type
-    autocast = torch.autocast(device_type, dtype=weight_dtype, enabled=weight_dtype != torch.float32)
     rows: list[tuple[ValidationPair, list[Image.Image]]] = []
     scores: list[dict[str, float]] = []
-    try:
+    models = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet)
+    with sampling_pipeline(**models, config=config, accelerator=accelerator) as pipeline:
         for pair in pairs:
             generator = torch.Generator().manual_seed(settings.seed)
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), precision(accelerator, weight_dtype):
                 outputs = pipeline(
                     pair.prompt,
                     pair.conditioning_image,
@@ -233,12 +259,6 @@ def log_validation(
             rows.append((pair, outputs))
             if condition is not None and pair.annotation is not None:
                 scores.extend(condition.score(output, pair.annotation) for output in outputs)
-    finally:
-        del pipeline
-        model.train(was_training)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
     means = _mean_scores(scores)
     cell = min(max(max(pair.conditioning_image.size) for pair in pairs), settings.resolution)
     if accelerator.is_main_process:
