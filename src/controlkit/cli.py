@@ -12,6 +12,7 @@ import sys
 
 from controlkit import __version__
 from controlkit.errors import UserError
+from controlkit.stopping import EXIT_STOPPED, Stopped
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("controlkit.train.command", "train a ControlNet on a Stable Diffusion base model"),
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"{args._prog}: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"{args._prog}: stopped: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"{args._prog}: interrupted", file=sys.stderr)
         return 130
