@@ -135,7 +135,8 @@ def test_refuses_to_overwrite_or_to_resume_with_other_settings(photos, tmp_path)
     with pytest.raises(UserError, match="not empty"):
         build(photos, tmp_path)
     (tmp_path / "ds" / "mine.txt").unlink()
-    (tmp_path / "ds.partial").mkdir()
+    (tmp_path / "ds.partial" / "shard-00000").mkdir(parents=True)  # a finished shard: work to resume
+    (tmp_path / "ds.partial" / "shard-00000" / "manifest.json").write_text("[]")
     (tmp_path / "ds.partial" / "build.json").write_text(json.dumps({"source": "elsewhere"}))
     with pytest.raises(UserError, match="--resume"):
         build(photos, tmp_path)

@@ -6,6 +6,9 @@ iBUG points then the two pupils, {id}_seg.png) from the project's synthetic face
 
 from __future__ import annotations
 
+import os
+import signal
+
 import datasets
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from controlkit.data.facesynthetics_source import FaceSyntheticsItem, read_landm
 from controlkit.data.inputs import InputError
 from controlkit.data.synthetic_faces import face_seed, render_synthetic_face
 from controlkit.metadata import DatasetInfo
+from controlkit.stopping import Stopped
 
 SIZE = 96
 GOOD = 3  # samples 0..2 are whole; 3 has no landmark file, 4 a malformed one
@@ -100,13 +104,13 @@ def test_an_interrupted_build_resumes_where_it_stopped(facesynthetics, tmp_path,
     load = FaceSyntheticsItem.load
 
     def interrupted(self, resolution):
-        if len(loaded) == 3:
-            raise KeyboardInterrupt
         loaded.append(self.key)
+        if len(loaded) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the input in hand is finished, then it stops
         return load(self, resolution)
 
     monkeypatch.setattr(FaceSyntheticsItem, "load", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Stopped, match="3 of 5 inputs done"):
         build(folder, tmp_path / "ds", shard_size=2)
     assert not (tmp_path / "ds").exists()
     monkeypatch.setattr(FaceSyntheticsItem, "load", load)

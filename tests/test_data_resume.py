@@ -1,8 +1,10 @@
-"""An interrupted build (kill -9, Ctrl-C) resumed with --resume: nothing finished is redone or lost."""
+"""An interrupted build (kill -9, Ctrl-C, SIGTERM) resumed with --resume: nothing done is redone or lost."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import pytest
 
 from controlkit.data.build import BuildConfig, build_dataset
 from controlkit.data.pairs import NOTHING_FOUND
+from controlkit.errors import UserError
+from controlkit.stopping import EXIT_STOPPED, Stopped
 from data_conditions import square_picture
 
 N = 40
@@ -31,10 +35,10 @@ def photos(tmp_path):
     return root
 
 
-def config(photos, tmp_path, markers, **kwargs) -> BuildConfig:
+def config(photos, tmp_path, markers, out_name="ds", **kwargs) -> BuildConfig:
     return BuildConfig(
         source=str(photos),
-        out=str(tmp_path / "ds"),
+        out=str(tmp_path / out_name),
         condition="white-square",
         condition_options={"delay": 0.05, "marker_dir": str(markers)},
         progress=False,
@@ -107,3 +111,102 @@ def test_ctrl_c_keeps_the_finished_work(photos, tmp_path):
     assert report.resumed >= 5
     assert report.processed_this_run == N - report.resumed
     check_complete(photos, tmp_path, report)
+
+
+def start_cli(args: list[str]) -> subprocess.Popen:
+    """`controlkit ARGS` in its own process group (a machine going away signals every process in it)."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import data_conditions\n"
+        f"from controlkit.cli import main; sys.exit(main({args!r}))\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script], start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+
+
+def cli_args(cfg: BuildConfig) -> list[str]:
+    return [
+        "data", "build", "--source", cfg.source, "--out", cfg.out, "--condition", cfg.condition,
+        "--condition-options", json.dumps(cfg.condition_options), "--shard-size", str(cfg.shard_size),
+        "--num-workers", str(cfg.num_workers), "--no-progress",
+    ]  # fmt: skip
+
+
+def rows(folder) -> list[dict]:
+    ds = datasets.load_from_disk(str(folder)).cast_column("image", datasets.Image(decode=False))
+    ds = ds.cast_column("conditioning_image", datasets.Image(decode=False))
+    return sorted(ds, key=lambda row: row["source"])
+
+
+def test_sigterm_saves_the_shard_in_hand_and_resume_gives_the_rows_of_an_uninterrupted_build(
+    photos, tmp_path
+):
+    """Preemption: SIGTERM to the build and its workers; it writes what is finished, says how far it got,
+    exits 75; --resume (with another shard size) ends with exactly the rows of a build never stopped."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    cfg = config(photos, tmp_path, markers, shard_size=6, num_workers=2)
+    proc = start_cli(cli_args(cfg))
+    wait_for(lambda: len(list(markers.iterdir())) >= 10, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=60) == EXIT_STOPPED
+    err = proc.stderr.read().strip().splitlines()
+    match = re.fullmatch(
+        r"controlkit data build: stopped: (\d+) of 40 inputs done, kept in (.+); "
+        r"run the same command with --resume to finish",
+        err[-1],
+    )
+    assert match and match[2] == str(tmp_path / "ds.partial"), err
+    manifests = (tmp_path / "ds.partial").glob("shard-*/manifest.json")
+    done = sum(len(json.loads(m.read_text())) for m in manifests)
+    assert (
+        int(match[1]) == done and 0 < done < N
+    )  # every input it got through is saved, the shard in hand too
+
+    cfg.resume, cfg.shard_size, cfg.num_workers = True, 5, 1  # how the work is cut up may change
+    report = build_dataset(cfg)
+    assert report.resumed == done and report.processed_this_run == N - done
+    check_complete(photos, tmp_path, report)
+    whole = config(photos, tmp_path, markers, out_name="whole")
+    build_dataset(whole)
+    assert rows(tmp_path / "ds") == rows(tmp_path / "whole")
+
+
+def test_a_second_signal_stops_at_once(photos, tmp_path):
+    """Ctrl-C twice: the second does not wait for the input in hand (a 1 s annotation) to be saved."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    cfg = config(photos, tmp_path, markers)
+    cfg.condition_options["delay"] = 1.0
+    proc = start_cli(cli_args(cfg))
+    wait_for(lambda: len(list(markers.iterdir())) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert proc.stderr.read().strip().splitlines()[-1] == "controlkit data build: interrupted"
+    assert not list(tmp_path.glob("ds.partial/shard-*"))  # stopped before saving the input in hand
+
+
+def test_a_resume_with_another_limit_is_refused(photos, tmp_path, monkeypatch):
+    """--limit decides which rows there are: a resume with another one is refused like other settings."""
+    from data_conditions import WhiteSquare
+
+    annotate, seen = WhiteSquare.annotate, []
+
+    def stopping(self, image):
+        seen.append(1)
+        if len(seen) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return annotate(self, image)
+
+    monkeypatch.setattr(WhiteSquare, "annotate", stopping)
+    cfg = config(photos, tmp_path, tmp_path, limit=20, shard_size=2)
+    cfg.condition_options = {}
+    with pytest.raises(Stopped, match="5 of 20 inputs done"):
+        build_dataset(cfg)
+    cfg.resume, cfg.limit = True, 10
+    with pytest.raises(UserError, match=r"--resume with different settings \(limit\)"):
+        build_dataset(cfg)
+    cfg.limit = 20
+    assert build_dataset(cfg).inputs == 20

@@ -1,14 +1,19 @@
-"""A shortened `controlkit quickstart`: every artifact exists and the report links to all of them."""
+"""A shortened `controlkit quickstart`: every artifact exists and the report links to all of them; it needs
+no extra (dlib is blocked while it runs), and one that stopped early is started again by the same command."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
 from controlkit.cli import main
+from controlkit.errors import UserError
 from controlkit.metadata import ControlNetInfo
+from controlkit.quickstart import run
 from controlkit.quickstart.config import DEMO_BASE
 from controlkit.train.metrics import read_metrics
 
@@ -18,11 +23,27 @@ SHORT += ["--validation-faces", "1", "--eval-faces", "8", "--eval-steps", "8", "
 following its condition; the cases' figures are then measured on 8 held-out faces."""
 
 
+NO_EXTRAS = "import sys; sys.modules['dlib'] = sys.modules['face_recognition_models'] = None\n"
+"""Run with these, a module that imports dlib (the `faces` extra) fails: the core install is all there is."""
+
+
 @pytest.fixture(scope="module")
 def quickstart_out(tmp_path_factory):
+    """The quickstart as a user without the `faces` extra runs it."""
     out = tmp_path_factory.mktemp("qs") / "out"
-    assert main(["quickstart", "--out", str(out), *SHORT]) == 0
+    script = (
+        NO_EXTRAS
+        + f"from controlkit.cli import main; sys.exit(main({['quickstart', '--out', str(out), *SHORT]!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+def test_dlib_is_blocked_by_the_no_extras_preamble():
+    script = NO_EXTRAS + "from controlkit import conditions; conditions.get('face-landmarks').warm_up()"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0 and "pip install 'controlkit[faces]'" in done.stderr
 
 
 @pytest.mark.slow
@@ -92,8 +113,29 @@ def test_report_links_to_every_artifact(quickstart_out):
 
 @pytest.mark.slow
 def test_refuses_a_non_empty_out_without_overwrite(quickstart_out, capsys):
+    assert not (quickstart_out / run.UNFINISHED).exists()  # a finished quickstart is not started again
     assert main(["quickstart", "--out", str(quickstart_out), *SHORT]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_quickstart_that_stopped_early_is_started_again_by_the_same_command(tmp_path, monkeypatch, capsys):
+    """Stopped while training (its datasets built): the same command runs it again, without --overwrite."""
+    trained = []
+
+    def train(config, dataset, init, validation):
+        trained.append(sorted(p.name for p in config.out.iterdir()))
+        raise UserError("stopped while training")
+
+    monkeypatch.setattr(run, "train_controlnet", train)
+    out = tmp_path / "out"
+    argv = ["quickstart", "--out", str(out), "--images", "4", "--eval-faces", "2", "--validation-faces", "1"]
+    for _ in range(2):
+        assert main(argv) == 2
+        assert "stopped while training" in capsys.readouterr().err
+    assert trained[0] == trained[1] and {"dataset", "held_out", run.UNFINISHED} <= set(trained[1])
+    (out / "mine.txt").write_text("a folder that is not an unfinished quickstart")
+    (out / run.UNFINISHED).unlink()
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
 
 
 def test_a_base_folder_without_a_pipeline_is_one_line_error(tmp_path, capsys):

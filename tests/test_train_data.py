@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -77,14 +78,57 @@ def test_image_folder_path_leaving_the_folder_is_refused(tmp_path):
         load(f"--train_data_dir={folder}")
 
 
-def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
+def test_undecodable_images_are_skipped_and_named(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "faces", n=4)
     (folder / "cond" / "2.png").write_bytes(b"not a png at all")
-    data = load(f"--train_data_dir={folder}", cache_root=tmp_path / "cache")
+    argv = (f"--train_data_dir={folder}", "--max_unusable_rows_fraction=0.25")
+    data = load(*argv, cache_root=tmp_path / "cache")
     assert data.skipped == [2] and len(data.dataset) == 3
     assert [row["text"] for row in data.dataset] == ["face 0", "face 1", "face 3"]
-    assert "skipped 1 of 4 rows" in capsys.readouterr().err
+    assert f"skipped 1 of 4 rows of {folder}: 1 with an image that fails to decode (cond/2.png)" in (
+        capsys.readouterr().err
+    )
     assert list((tmp_path / "cache" / "decode-checks").glob("*.json"))
+    assert load(*argv, cache_root=tmp_path / "cache").skipped == [2]  # the check remembered
+    assert "(cond/2.png)" in capsys.readouterr().err
+
+
+def test_missing_files_are_named_and_too_many_stop_before_training(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "faces", n=16)
+    for i in range(1, 16):
+        (folder / "cond" / f"{i}.png").unlink()
+    with pytest.raises(
+        UserError,
+        match=f"cannot use 15 of 16 rows of {folder}: 15 with a missing file \\(cond/1.png, cond/2.png, "
+        "cond/3.png, ...\\); that is 94% of the rows, more than --max_unusable_rows_fraction 0.1 allows",
+    ):
+        load(f"--train_data_dir={folder}")
+    data = load(f"--train_data_dir={folder}", "--max_unusable_rows_fraction=1")
+    assert data.skipped == list(range(1, 16)) and data.dataset["text"] == ["face 0"]
+    assert "skipped 15 of 16 rows" in capsys.readouterr().err
+
+
+def test_a_row_without_a_caption_is_named_by_its_line_before_training(tmp_path):
+    folder = make_image_folder(tmp_path / "faces", n=4)
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    record = json.loads(lines[2])
+    del record["text"]
+    lines[2] = json.dumps(record)
+    (folder / "metadata.jsonl").write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")  # a blank line 2
+    with pytest.raises(
+        UserError,
+        match=f"1 row\\(s\\) have no caption in 'text' \\({folder / 'metadata.jsonl'} line 4: None\\)",
+    ):
+        load(f"--train_data_dir={folder}")
+    path = make_dataset(tmp_path / "ds", n=3)
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(path)).map(
+        lambda row, i: {"text": None if i == 1 else row["text"]}, with_indices=True
+    )
+    rows.save_to_disk(str(tmp_path / "ds2"))
+    with pytest.raises(UserError, match="have no caption in 'text' \\(.*ds2 row 1: None\\)"):
+        load(f"--dataset_name={tmp_path / 'ds2'}")
 
 
 def test_max_train_samples_subsamples_reproducibly(tmp_path):
@@ -158,3 +202,9 @@ def test_an_unreachable_hub_dataset_is_one_line(tmp_path):
         load("--dataset_name=someone/no-such-dataset", f"--cache_dir={tmp_path}")
     with pytest.raises(UserError, match="dataset not found"):
         load(f"--dataset_name={tmp_path / 'missing'}")
+
+
+def test_a_16_bit_grayscale_picture_is_scaled_not_washed_out():
+    grey = Image.fromarray(np.full((64, 64), 32768, np.uint16))
+    assert grey.mode.startswith("I")
+    assert resize_center_crop(grey, 64).getpixel((5, 5)) == (128, 128, 128)

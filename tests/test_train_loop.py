@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -124,39 +123,6 @@ def test_checkpoint_limit_is_honoured(small_model_dir, dataset, tmp_path):
     assert (out / "checkpoint-4" / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
 
 
-def test_a_crash_while_writing_a_checkpoint_leaves_nothing_resume_would_pick(
-    small_model_dir, dataset, tmp_path, monkeypatch
-):
-    from accelerate import Accelerator
-
-    from controlkit.train.checkpoints import list_checkpoints, resolve_resume
-
-    out = tmp_path / "out"
-    original, calls = Accelerator.save_state, []
-
-    def crashing_save_state(self, output_dir=None, **kwargs):
-        calls.append(output_dir)
-        if len(calls) == 2:  # the second checkpoint dies half-written
-            (Path(output_dir) / "optimizer.bin").parent.mkdir(parents=True, exist_ok=True)
-            (Path(output_dir) / "optimizer.bin").write_bytes(b"partial")
-            raise OSError("disk full")
-        return original(self, output_dir, **kwargs)
-
-    extra = ["--max_train_steps=4", "--checkpointing_steps=2"]
-    with monkeypatch.context() as patch:
-        patch.setattr(Accelerator, "save_state", crashing_save_state)
-        with pytest.raises(OSError, match="disk full"):
-            run_training(train_args(small_model_dir, dataset, out, *extra))
-    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]
-    assert not (out / "checkpoint-4").exists()
-    assert resolve_resume(out, "latest").name == "checkpoint-2"
-    records = run_training(
-        train_args(small_model_dir, dataset, out, *extra, "--resume_from_checkpoint=latest")
-    )
-    assert [r["step"] for r in records] == [1, 2, 3, 4]
-    assert not list(out.glob(".tmp-*")) and (out / "checkpoint-4").is_dir()
-
-
 def test_a_checkpoint_that_does_not_exist_is_an_error(small_model_dir, dataset, tmp_path):
     from controlkit.errors import UserError
 
@@ -183,7 +149,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 def test_unwritable_output_dir_is_one_line(tmp_path):
     from controlkit.errors import UserError
-    from controlkit.train.trainer import prepare_output_dir
+    from controlkit.train.output import prepare_output_dir
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot write to output_dir"):

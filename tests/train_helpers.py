@@ -79,3 +79,20 @@ def run_training(argv: list[str]) -> list[dict]:
 
     output_dir = train(TrainConfig.from_args(argv))
     return [r for r in read_metrics(output_dir) if "loss" in r]
+
+
+def final_weights(output_dir: Path) -> dict:
+    """The trained ControlNet's tensors (saved at the root of output_dir)."""
+    from safetensors.torch import load_file
+
+    return load_file(Path(output_dir) / "diffusion_pytorch_model.safetensors")
+
+
+def same_weights(a: Path, b: Path, atol: float = 1e-6) -> bool:
+    """Whether two runs ended with the same ControlNet."""
+    import torch
+
+    first, second = final_weights(a), final_weights(b)
+    return first.keys() == second.keys() and all(
+        torch.allclose(first[k], second[k], atol=atol) for k in first
+    )

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from controlkit import __version__
+from controlkit.console import say
 from controlkit.errors import UserError
 from controlkit.stopping import EXIT_STOPPED, Stopped
 
@@ -54,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UserError as exc:
-        print(f"{args._prog}: error: {exc}", file=sys.stderr)
+        say(f"{args._prog}: error: {exc}")
         return 2
     except Stopped as exc:
-        print(f"{args._prog}: stopped: {exc}", file=sys.stderr)
+        say(f"{args._prog}: stopped: {exc}")
         return EXIT_STOPPED
     except KeyboardInterrupt:
         print(f"{args._prog}: interrupted", file=sys.stderr)

@@ -27,7 +27,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # it exists, owned by someone else
         return True
-    return True
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the process has exited and waits to be reaped (a zombie: killed with its parent, it lingers
+    until init reaps it, and signal 0 still reaches it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS) or already gone
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] in (["Z"], ["X"])
 
 
 class FolderLock:

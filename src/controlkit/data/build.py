@@ -5,7 +5,9 @@ dataset contract: a ``save_to_disk`` folder with ``image``, ``conditioning_image
 ``annotation`` and ``source`` columns (renamable), its ``DatasetInfo`` record (the condition, the
 columns and the resolution), a README.md card and ``preview.png``. The build runs as named steps:
 check the settings, open the source, make the pairs (shard by shard, resumable), collect the shards,
-write the dataset with its record, card and preview, and publish it.
+write the dataset with its record, card and preview, and publish it. One build at a time writes an output
+(a second one is refused, naming the process); SIGTERM or Ctrl-C saves the shard in hand and stops with
+``Stopped`` (the CLI's exit code 75), a second signal stops at once; ``--resume`` continues.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ from controlkit.conditions import Condition
 from controlkit.data.captioners import Captioner, make_captioner, parse_spec
 from controlkit.data.config import ENGINES, LANDMARKS, BuildConfig
 from controlkit.data.engines import results as engine_results
+from controlkit.data.engines import start as start_engine
 from controlkit.data.inputs import InputItem, Source, decode
 from controlkit.data.pairs import NOTHING_FOUND, PairMaker, PairResult, PairSettings
-from controlkit.data.shards import ShardStore, work_dir_for
+from controlkit.data.shards import ShardStore, holding, work_dir_for
 from controlkit.data.sources import GROUND_TRUTH, ground_truth_format, open_source
 from controlkit.errors import UserError, first_line
 from controlkit.metadata import DatasetInfo
+from controlkit.stopping import Stopped, StopRequest, graceful_stop
 
 COLUMNS = ("image", "conditioning_image", "text", "annotation", "source")
 CHUNK = 4
@@ -52,6 +56,8 @@ class BuildReport:
     seconds: float
     processed_this_run: int
     hub_url: str | None = None
+    ignored: list[dict[str, str]] = field(default_factory=list)
+    """Files of a photo folder the build did not read, with the reason (an unsupported extension, say)."""
 
     @property
     def no_annotation(self) -> int:
@@ -109,10 +115,14 @@ def _check_hub_token(repo: str | None) -> None:
 
 
 def _fingerprint(config: BuildConfig) -> dict[str, Any]:
-    """The settings that decide each row's content; a resume must use the same ones."""
+    """The settings that decide which rows there are and what they hold; a resume must use the same ones.
+
+    ``--shard-size``, ``--num-workers`` and ``--engine`` may change: they decide how the work is cut up,
+    not its result.
+    """
     keys = (
         "source", "condition", "condition_options", "captioner", "image_column", "split", "resolution",
-        "seed", "landmarks", "keep_empty", "caption_prefix", "caption_suffix",
+        "seed", "landmarks", "keep_empty", "caption_prefix", "caption_suffix", "limit",
     )  # fmt: skip
     return json.loads(json.dumps({key: getattr(config, key) for key in keys}, default=str))
 
@@ -151,9 +161,12 @@ class _ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        """Write the buffered results as a shard; they leave the buffer first, so a failed write (a full
+        disk) is not tried again on the way out: its inputs are simply not done."""
+        buffer, self.buffer = self.buffer, []
+        if not buffer:
             return
-        kept = [r for r in self.buffer if r.reason is None]
+        kept = [r for r in buffer if r.reason is None]
         images = [decode(r.image)[0] for r in kept] if self.captioner.needs_images else [None] * len(kept)
         own = [r.caption for r in kept]
         texts = self.captioner.caption(images, [r.columns for r in kept], own) if kept else []
@@ -170,11 +183,8 @@ class _ShardWriter:
 
             inferred = datasets.Dataset.from_dict({"annotation": rows["annotation"]}).features["annotation"]
             features = datasets.Features({**features, "annotation": inferred})
-        manifest = [
-            {"key": r.key, "source": r.source, "reason": r.reason, "empty": r.empty} for r in self.buffer
-        ]
+        manifest = [{"key": r.key, "source": r.source, "reason": r.reason, "empty": r.empty} for r in buffer]
         self.store.write(rows, features, manifest)
-        self.buffer = []
 
 
 @contextlib.contextmanager
@@ -205,18 +215,30 @@ def _build(config: BuildConfig) -> BuildReport:
     condition = conditions.get(config.condition, **config.condition_options)
     _check_ground_truth(config, condition)
     source = _open_source(config)
-    store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume)
-    done = {entry["key"] for entry in store.manifest()}
-    captioner, processed = _make_pairs(config, condition, source, store, done)
-    dataset, report = _collect(config, store, out, resumed=len(done), processed=processed)
-    info = _card_info(config, condition, captioner, source, report)
-    store.finish(dataset, out, lambda folder: _write_extras(folder, config, dataset, info))
+    total = len(source) if config.limit is None else min(config.limit, len(source))
+    work_dir = work_dir_for(out)
+    start_engine(config.engine)
+    with holding(work_dir, f"--out {out}"), graceful_stop() as stop:
+        store = ShardStore(work_dir, _fingerprint(config), config.resume, expected=total)
+        done = {entry["key"] for entry in store.manifest()}
+        captioner, processed = _make_pairs(config, condition, source, store, done, stop)
+        if stop.requested:
+            raise Stopped(stopped_line(len(done) + processed, total, "inputs", work_dir))
+        dataset, report = _collect(config, store, out, resumed=len(done), processed=processed)
+        report.ignored = list(source.ignored)
+        info = _card_info(config, condition, captioner, source, report)
+        store.finish(dataset, out, lambda folder: _write_extras(folder, config, dataset, info))
     if config.push_to_hub:
         report.hub_url = publish(out, config.push_to_hub)
     report.seconds = time.perf_counter() - started
     if config.progress:
         print_summary(report)
     return report
+
+
+def stopped_line(done: int, total: int, what: str, work_dir: Path) -> str:
+    """What a build stopped by a signal says: how far it got, where the work is, how to go on."""
+    return f"{done} of {total} {what} done, kept in {work_dir}; run the same command with --resume to finish"
 
 
 def new_out_folder(name: str) -> Path:
@@ -239,15 +261,21 @@ def _open_source(config: BuildConfig) -> Source:
 
 
 def _make_pairs(
-    config: BuildConfig, condition: Condition, source: Source, store: ShardStore, done: set[str]
+    config: BuildConfig,
+    condition: Condition,
+    source: Source,
+    store: ShardStore,
+    done: set[str],
+    stop: StopRequest,
 ) -> tuple[Captioner, int]:
-    """The per-image function over the inputs not ``done`` yet, captioned and written shard by shard.
+    """The per-image function over the inputs not ``done`` yet, captioned and written shard by shard,
+    until every input is done or a ``stop`` is requested (then the shard in hand is written).
 
     Returns the captioner (the card describes it) and how many inputs this run processed.
     """
     from tqdm.auto import tqdm
 
-    total = len(source) if config.limit is None else min(config.limit, len(source))
+    total = store.expected
     settings = PairSettings(
         config.condition, config.condition_options, config.resolution, config.landmarks, config.keep_empty
     )
@@ -273,8 +301,12 @@ def _make_pairs(
                 writer.add(result)
                 processed += 1
                 bar.update()
-        finally:
-            writer.flush()  # finished work is kept even on Ctrl-C
+                if stop.requested:
+                    break
+        except Exception:
+            writer.flush()  # finished work is kept when the build fails (not on a second signal: at once)
+            raise
+        writer.flush()
     finally:
         bar.close()
         results.close()
@@ -326,12 +358,15 @@ def _detector(config: BuildConfig, condition: Condition, source: Source) -> dict
 def _card_info(
     config: BuildConfig, condition: Condition, captioner: Captioner, source: Source, report: BuildReport
 ) -> dict[str, Any]:
-    """What the dataset card tells: provenance, counts, columns, skipped inputs and the build settings."""
+    """What the dataset card tells: provenance, counts, columns, skipped and ignored inputs and the build
+    settings, local folders named by their last component only (the card may be published)."""
+    from controlkit.data.card import public_settings
+
     return {
         "name": report.out.name,
         "source": source.description,
         "condition": config.condition,
-        "condition_options": config.condition_options,
+        "condition_options": public_settings(config.condition_options),
         **_detector(config, condition, source),
         "captioner": captioner.description,
         "resolution": config.resolution,
@@ -345,7 +380,8 @@ def _card_info(
             "failed": len(report.skipped) - report.no_annotation,
         },
         "skipped": report.skipped,
-        "config": asdict(config),
+        "ignored": report.ignored,
+        "config": public_settings(asdict(config)),
     }
 
 
@@ -406,6 +442,8 @@ def print_summary(report: BuildReport) -> None:
     table.add_row("kept without annotation", str(report.kept_empty))
     for reason, count in Counter(s["reason"] for s in report.skipped).most_common(5):
         table.add_row(f"skipped: {reason[:60]}", str(count))
+    if report.ignored:
+        table.add_row("files ignored (listed in the card)", str(len(report.ignored)))
     if report.resumed:
         table.add_row("done before --resume", str(report.resumed))
     rate = report.processed_this_run / report.seconds if report.seconds else 0.0

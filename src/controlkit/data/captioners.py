@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image
 
+from controlkit.data.card import public_name
 from controlkit.errors import UserError, first_line
 
 BLIP_DEFAULT = "Salesforce/blip-image-captioning-base"
@@ -71,6 +72,9 @@ class BlipCaptioner(Captioner):
         import torch
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
+        from controlkit.paths import check_exists
+
+        check_exists(model, "the BLIP captioner")
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         try:
@@ -78,11 +82,11 @@ class BlipCaptioner(Captioner):
             self.model = BlipForConditionalGeneration.from_pretrained(
                 model, dtype=dtype, use_safetensors=True
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the BLIP captioner {model!r}: {first_line(exc)}") from exc
         self.model.to(self.device).eval()
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
-        self.description = f"BLIP ({model}, {self.device})"
+        self.description = f"BLIP ({public_name(model)}, {self.device})"
 
     def caption(
         self, images: Sequence[Image.Image | None], columns: Sequence[dict[str, Any]], own: Captions = ()

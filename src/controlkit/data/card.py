@@ -1,8 +1,13 @@
-"""The dataset card (README.md: provenance, counts, every skipped input) and preview.png (first rows)."""
+"""The dataset card (README.md: provenance, counts, every skipped or ignored input) and preview.png.
+
+A card travels with the dataset to the Hub, so it names local folders by their last component only
+(``public_name``): the user's directory layout stays on the user's machine.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,34 @@ _TILE = (192, 192)
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _is_local_path(text: str) -> bool:
+    try:
+        return os.path.isabs(text) or Path(text).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a path
+        return False
+
+
+def public_name(value: Any) -> Any:
+    """A local path (``/home/me/photos``, ``blip:/models/blip``) as its last component (``photos``,
+    ``blip:blip``); anything else (a Hub id, a word, a number) as it is."""
+    if not isinstance(value, str | os.PathLike):
+        return value
+    text = str(value)
+    head, colon, tail = text.partition(":")
+    if colon and tail and not _is_local_path(text) and _is_local_path(tail):
+        return f"{head}:{public_name(tail)}"
+    return (Path(text).expanduser().name or text) if _is_local_path(text) else text
+
+
+def public_settings(settings: Any) -> Any:
+    """``settings`` (dicts and lists of them) with every local path shortened by ``public_name``."""
+    if isinstance(settings, dict):
+        return {key: public_settings(value) for key, value in settings.items()}
+    if isinstance(settings, list | tuple):
+        return [public_settings(value) for value in settings]
+    return public_name(settings)
 
 
 def write_card(folder: Path, info: dict[str, Any]) -> Path:
@@ -74,12 +107,14 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         "",
         f"## Skipped inputs ({len(info['skipped'])})",
         "",
+        *_listing(info["skipped"], "input"),
+        "",
+        f"## Ignored files ({len(info.get('ignored', []))})",
+        "",
+        "Files in the source folder that the build did not read.",
+        "",
+        *_listing(info.get("ignored", []), "file"),
     ]
-    if info["skipped"]:
-        lines += ["| input | reason |", "| --- | --- |"]
-        lines += [f"| {_cell(s['source'])} | {_cell(s['reason'])} |" for s in info["skipped"]]
-    else:
-        lines.append("None.")
     lines += [
         "",
         "## Build settings",
@@ -95,6 +130,14 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
     path = folder / "README.md"
     DatasetCard(f"---\n{front_matter}\n---\n\n" + "\n".join(lines)).save(path)
     return path
+
+
+def _listing(entries: list[dict[str, str]], what: str) -> list[str]:
+    """A markdown table of ``source | reason`` rows, or "None."."""
+    if not entries:
+        return ["None."]
+    rows = [f"| {_cell(e['source'])} | {_cell(e['reason'])} |" for e in entries]
+    return [f"| {what} | reason |", "| --- | --- |", *rows]
 
 
 def write_preview(

@@ -24,6 +24,17 @@ class Worker(Protocol):
     def run(self, unit: Any) -> list[Any]: ...
 
 
+def start(engine: str) -> None:
+    """Start the engine's runtime now, before the command takes SIGTERM over (``graceful_stop``): ``ray.init``
+    installs a SIGTERM handler of its own that exits at once, which would undo the graceful stop."""
+    if engine == "ray":
+        from controlkit.errors import require
+
+        ray = require("ray", "ray")
+        if not ray.is_initialized():
+            ray.init()
+
+
 def results(
     engine: str, make: Callable[[], Worker], units: Iterable[Any], workers: int, gpus_per_worker: float = 0.0
 ) -> Iterator[Any]:
@@ -38,7 +49,8 @@ def local_results(make: Callable[[], Worker], units: Iterable[Any], workers: int
 
     At most ``4 * workers`` units are in flight, so a slow consumer (BLIP on a CPU) never piles up
     finished results in memory. Under fork the parent's warmed-up worker is shared (its detector weights
-    load once); workers ignore Ctrl-C, the main process stops them.
+    load once); workers ignore Ctrl-C and SIGTERM (a machine going away signals every process): the main
+    process saves what is finished and stops them.
     """
     worker = make()
     if workers == 1:
@@ -84,8 +96,8 @@ _worker: Worker | None = None
 
 
 def _init_quiet_worker(make: Callable[[], Worker], worker: Worker | None, factories: dict) -> None:
-    """Pool initializer: ignore Ctrl-C, know the conditions the parent registered at run time, build the
-    worker once (or take the parent's, under fork).
+    """Pool initializer: ignore Ctrl-C and SIGTERM, know the conditions the parent registered at run time,
+    build the worker once (or take the parent's, under fork).
 
     One OpenCV thread per process (N processes of N threads on N cores thrash): a spawned child sets it, a
     forked one inherits it from the parent, which set it before forking (in a child forked after the
@@ -95,6 +107,7 @@ def _init_quiet_worker(make: Callable[[], Worker], worker: Worker | None, factor
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for name, factory in factories.items():
         conditions.register(name)(factory)
     if worker is None:

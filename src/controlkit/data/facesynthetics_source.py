@@ -83,7 +83,7 @@ class FaceSyntheticsSource(Source):
             and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
         )
-        self.description = f"FaceSynthetics {self.root} ({len(self.files)} images)"
+        self.description = f"FaceSynthetics {self.root.name}/ ({len(self.files)} images)"
 
     def __len__(self) -> int:
         return len(self.files)

@@ -4,19 +4,22 @@ An item travels to a worker process (fork, spawn or a Ray actor) and is loaded t
 never decodes or renders the inputs. Loading gives the picture and whatever the input brings with it: the
 original bytes to store unchanged, its own ground-truth annotation, its own caption, its other columns.
 What is special about one source (the synthetic faces' rendering, landmarks and attribute captions) is
-its items' ``load``, not a branch of the per-image function.
+its items' ``load``, not a branch of the per-image function. Every picture becomes 8-bit RGB through
+``to_rgb``, which scales high-bit-depth pictures down instead of clipping them.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from controlkit.images import HIGH_BIT_MODES, to_rgb
 
 
 class InputError(Exception):
@@ -62,22 +65,29 @@ class FileItem(InputItem):
     columns: dict[str, Any] = field(default_factory=dict)
 
     def load(self, resolution: int | None) -> Loaded:
+        """The picture; its original bytes are kept unless it has more than 8 bits a channel (a trainer
+        that decodes them with PIL's ``convert("RGB")`` would see it clipped, almost white)."""
         data = self.data if self.data is not None else Path(self.path).read_bytes()
         try:
-            image, image_format = decode(data)
+            image, image_format, mode = _decode(data)
         except UnidentifiedImageError as exc:
             raise InputError("cannot decode image: unknown or corrupt format") from exc
         except Exception as exc:
             raise InputError(f"cannot decode image: {exc}".splitlines()[0]) from exc
-        return Loaded(image, data=data, image_format=image_format, columns=self.columns)
+        original = None if mode in HIGH_BIT_MODES else data
+        return Loaded(image, data=original, image_format=image_format, columns=self.columns)
+
+
+def _decode(data: bytes) -> tuple[Image.Image, str | None, str]:
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        image = to_rgb(ImageOps.exif_transpose(opened))
+        return image, opened.format, opened.mode
 
 
 def decode(data: bytes) -> tuple[Image.Image, str | None]:
     """Bytes -> RGB image upright as ``datasets`` shows it (EXIF orientation applied), and its format."""
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        image_format = opened.format
-        image = ImageOps.exif_transpose(opened).convert("RGB")
+    image, image_format, _ = _decode(data)
     return image, image_format
 
 
@@ -91,6 +101,8 @@ class Source:
     description: str
     columns: tuple[str, ...] = ()
     annotation_format: str | None = None
+    ignored: Sequence[dict[str, str]] = ()
+    """Files the source found and does not read, each ``{"source", "reason"}`` (the card lists them)."""
 
     def __len__(self) -> int:
         raise NotImplementedError

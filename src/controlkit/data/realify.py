@@ -12,11 +12,14 @@ the annotation, the caption and every other column stay the row's own.
 dataset, repaint the rows not done yet (batched, on the engines of ``data build``; shard by shard,
 resumable), then write the new dataset with its ``DatasetInfo``, card, preview, error histogram and
 ``realify.json`` (every row's seed, score and outcome). Under ``accelerate launch`` each process repaints
-its share of the rows into the same shards; the main process writes the result.
+its share of the rows into the same shards; the main process writes the result. As in ``data build``, one
+run at a time writes an output (the main process holds it), and SIGTERM or Ctrl-C saves the shard in hand
+and stops with ``Stopped``; each process stops on its own signal (``accelerate launch`` passes it on).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -29,19 +32,23 @@ from typing import Any
 
 from controlkit import conditions
 from controlkit.conditions import Condition
-from controlkit.data.build import datasets_bars_off, new_out_folder
+from controlkit.data.build import datasets_bars_off, new_out_folder, stopped_line
 from controlkit.data.engines import ray_gpus_per_worker
 from controlkit.data.engines import results as engine_results
+from controlkit.data.engines import start as start_engine
 from controlkit.data.realify_config import RealifyConfig
 from controlkit.data.realify_worker import Realifier, RealifyResult, RealifySettings, row_key
-from controlkit.data.shards import ShardStore, work_dir_for
+from controlkit.data.shards import ShardStore, holding, work_dir_for
 from controlkit.errors import UserError
 from controlkit.metadata import DatasetInfo
+from controlkit.stopping import Stopped, StopRequest, graceful_stop
 
 ROW_COLUMN = "_realify_row"
 ORIGINAL_COLUMN = "_realify_original"
 """Work columns of the shards: the row's number, and its original picture where the row was rejected."""
 NOTHING_FOUND = "the condition finds nothing in the repainted picture"
+MAX_SEED = 2**64 - 1
+"""The largest seed torch's generator takes."""
 
 
 @dataclass
@@ -84,18 +91,25 @@ def _realify(config: RealifyConfig) -> RealifyReport | None:
     out = new_out_folder(config.out)
     _check_models(config)
     data = open_input(config)
+    _check_seeds(config, data.rows)
     processes = _processes()
-    store = _open_store(config, out, processes)
-    done = {entry["key"] for entry in store.manifest()}
-    todo = [row for row in range(data.rows) if row_key(row) not in done]
-    mine = todo[processes.process_index :: processes.num_processes]
-    shown_done = len(done) if processes.num_processes == 1 else 0
-    processed = _repaint_rows(config, data, mine, store, processes, shown_done)
-    processes.wait_for_everyone()
-    if not processes.is_main_process:
-        return None
-    dataset, report = _collect(config, data, store, out, resumed=len(done), processed=processed)
-    store.finish(dataset, out, lambda folder: _write_extras(folder, config, data, store, report))
+    work_dir = work_dir_for(out)
+    start_engine(config.engine)
+    held = holding(work_dir, f"--out {out}") if processes.is_main_process else contextlib.nullcontext()
+    with held, graceful_stop() as stop:
+        store = _open_store(config, out, processes, data.rows)
+        done = {entry["key"] for entry in store.manifest()}
+        todo = [row for row in range(data.rows) if row_key(row) not in done]
+        mine = todo[processes.process_index :: processes.num_processes]
+        shown_done = len(done) if processes.num_processes == 1 else 0
+        processed = _repaint_rows(config, data, mine, store, processes, shown_done, stop)
+        if stop.requested:
+            raise Stopped(stopped_line(len(store.manifest()), data.rows, "rows", work_dir))
+        processes.wait_for_everyone()
+        if not processes.is_main_process:
+            return None
+        dataset, report = _collect(config, data, store, out, resumed=len(done), processed=processed)
+        store.finish(dataset, out, lambda folder: _write_extras(folder, config, data, store, report))
     report.seconds = time.perf_counter() - started
     if config.progress:
         print_summary(report)
@@ -121,6 +135,15 @@ def _validate(config: RealifyConfig) -> None:
         raise UserError(
             f"--prompt {config.prompt!r}: only {{text}} may stand in braces (double any other brace): {exc}"
         ) from exc
+
+
+def _check_seeds(config: RealifyConfig, rows: int) -> None:
+    """Row i is repainted with seed + i, which must fit torch's generator (0 to 2**64 - 1)."""
+    if config.seed < 0 or config.seed + rows - 1 > MAX_SEED:
+        raise UserError(
+            f"--seed {config.seed}: row i is repainted with seed + i, which must lie in 0..2**64 - 1; "
+            f"with {rows} rows the seed must be at most {MAX_SEED - rows + 1}"
+        )
 
 
 def _check_models(config: RealifyConfig) -> None:
@@ -207,15 +230,16 @@ def _fingerprint(config: RealifyConfig) -> dict[str, Any]:
     return {key: getattr(config, key) for key in keys}
 
 
-def _open_store(config: RealifyConfig, out: Path, processes: Any) -> ShardStore:
+def _open_store(config: RealifyConfig, out: Path, processes: Any, rows: int) -> ShardStore:
     """The main process opens (or checks, with --resume) the shards first; the others join it."""
     owner = f"p{processes.process_index}" if processes.num_processes > 1 else ""
+    fingerprint, work_dir = _fingerprint(config), work_dir_for(out)
     store = None
     if processes.is_main_process:
-        store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume, owner=owner)
+        store = ShardStore(work_dir, fingerprint, config.resume, owner=owner, expected=rows)
     processes.wait_for_everyone()
     if store is None:
-        store = ShardStore(work_dir_for(out), _fingerprint(config), config.resume, owner=owner, join=True)
+        store = ShardStore(work_dir, fingerprint, config.resume, owner=owner, join=True, expected=rows)
     return store
 
 
@@ -268,10 +292,13 @@ class _ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        """Write the buffered rows as a shard; they leave the buffer first, so a failed write (a full
+        disk) is not tried again on the way out: its rows are simply not done."""
+        buffer, self.buffer = self.buffer, []
+        if not buffer:
             return
         image = self.data.info.image_column
-        decided = [(r, *decide(r, self.data.condition, self.config.threshold)) for r in self.buffer]
+        decided = [(r, *decide(r, self.data.condition, self.config.threshold)) for r in buffer]
         pictured = [(r, kept) for r, kept, _, _ in decided if r.image is not None]
         rows = self.raw.select([r.row for r, _ in pictured]).to_dict() if pictured else {}
         if pictured:
@@ -295,13 +322,19 @@ class _ShardWriter:
             for r, kept, score, reason in decided
         ]
         self.store.write(rows, self.features, manifest)
-        self.buffer = []
 
 
 def _repaint_rows(
-    config: RealifyConfig, data: RealifyInput, rows: list[int], store: ShardStore, processes: Any, done: int
+    config: RealifyConfig,
+    data: RealifyInput,
+    rows: list[int],
+    store: ShardStore,
+    processes: Any,
+    done: int,
+    stop: StopRequest,
 ) -> int:
-    """The per-batch function over this process's ``rows``, written shard by shard; how many it did.
+    """The per-batch function over this process's ``rows``, written shard by shard, until they are all
+    done or a ``stop`` is requested (then the shard in hand is written); how many it did.
 
     ``done`` rows (finished by earlier runs) start the progress bar, so its ETA covers the whole run.
     """
@@ -341,12 +374,16 @@ def _repaint_rows(
             writer.add(result)
             processed += 1
             bar.update()
+            if stop.requested and processed % config.batch_size == 0:  # the batch in hand is kept whole
+                break
+    except Exception:
+        writer.flush()  # finished work is kept when the run fails (not on a second signal: at once)
+        raise
+    else:
+        writer.flush()
     finally:
-        try:
-            writer.flush()  # finished work is kept even on Ctrl-C
-        finally:
-            bar.close()
-            results.close()
+        bar.close()
+        results.close()
     return processed
 
 
@@ -402,6 +439,7 @@ def _write_extras(
     folder: Path, config: RealifyConfig, data: RealifyInput, store: ShardStore, report: RealifyReport
 ) -> None:
     """Beside the dataset: its DatasetInfo, realify.json, the card, the preview and the score histogram."""
+    from controlkit.data.card import public_settings
     from controlkit.data.realify_card import (
         HISTOGRAM_FILE,
         preview_rows,
@@ -416,7 +454,7 @@ def _write_extras(
         "counts": _counts(report),
         "score_key": report.score_key,
         "higher_is_better": data.condition.adherence_higher_is_better,
-        "settings": asdict(config),
+        "settings": public_settings(asdict(config)),
         "realified_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rows": report.records,
     }

@@ -115,15 +115,20 @@ def write_histogram(
 def write_card(
     folder: Path, config: RealifyConfig, data: RealifyInput, report: RealifyReport, histogram: bool
 ) -> Path:
-    """README.md for the repainted dataset in ``folder``."""
+    """README.md for the repainted dataset in ``folder``; local folders appear by their last component."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from controlkit.data.card import public_name, public_settings
+
     info, condition = data.info, data.condition
+    dataset, base, controlnet = (
+        public_name(name) for name in (config.dataset, config.base, config.controlnet)
+    )
     direction = "higher" if condition.adherence_higher_is_better else "lower"
     settings = {
-        "dataset": config.dataset,
-        "base model": config.base,
-        "ControlNet": config.controlnet or "none (plain img2img)",
+        "dataset": dataset,
+        "base model": base,
+        "ControlNet": controlnet or "none (plain img2img)",
         "strength": config.strength,
         "prompt": f"`{config.prompt}` ({{text}}: the row's caption)",
         "negative prompt": config.negative_prompt or "none",
@@ -142,8 +147,8 @@ def write_card(
         settings["ControlNet scale"] = config.controlnet_scale
     intro = " ".join(
         [
-            f"The rows of `{config.dataset}` repainted by `controlkit data realify`: img2img with",
-            f"`{config.base}` at strength {config.strength}, then each repainted picture read again by the",
+            f"The rows of `{dataset}` repainted by `controlkit data realify`: img2img with",
+            f"`{base}` at strength {config.strength}, then each repainted picture read again by the",
             f"`{info.condition}` condition and compared with the row's annotation; rows whose picture no",
             "longer follows it were rejected. The conditioning images, annotations, captions and sources",
             "are the original rows'.",
@@ -173,7 +178,7 @@ def write_card(
         "## Train on it",
         "",
         "```bash",
-        f"controlkit train --pretrained_model_name_or_path={config.base} \\",
+        f"controlkit train --pretrained_model_name_or_path={base} \\",
         f"  --dataset_name={report.out.name} --output_dir=model_out",
         "```",
         "",
@@ -192,7 +197,15 @@ def write_card(
         ]
     else:
         lines.append("None.")
-    lines += ["", "## Realify settings", "", "```json", json.dumps(asdict(config), indent=2), "```", ""]
+    lines += [
+        "",
+        "## Realify settings",
+        "",
+        "```json",
+        json.dumps(public_settings(asdict(config)), indent=2),
+        "```",
+        "",
+    ]
     front_matter = DatasetCardData(tags=["controlnet", "controlkit", "realify", info.condition]).to_yaml()
     path = folder / "README.md"
     DatasetCard(f"---\n{front_matter}\n---\n\n" + "\n".join(lines)).save(path)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from controlkit.data.card import public_name
 from controlkit.data.facesynthetics_source import PREFIX as FACESYNTHETICS
 from controlkit.data.facesynthetics_source import FaceSyntheticsSource
 from controlkit.data.inputs import FileItem, InputItem, Source
@@ -28,18 +29,34 @@ _DATA_FILE_EXTENSIONS = (".parquet", ".arrow", ".jsonl", ".csv")
 
 
 class FolderSource(Source):
-    """Every jpg/png/webp/bmp file under a folder, recursively, in sorted order; hidden folders skipped."""
+    """Every jpg/png/webp/bmp file under a folder, recursively, in sorted order.
+
+    Every other file is ``ignored``, with the reason: another extension (a GIF, a TIFF, a text file), a
+    hidden file, or a hidden folder (one entry for the folder, with its number of files).
+    """
 
     def __init__(self, root: Path):
         self.root = root.resolve()
-        self.description = str(self.root)
-        self.files = sorted(
-            p
-            for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(self.root).parts)
-        )
+        self.files: list[Path] = []
+        self.ignored: list[dict[str, str]] = []
+        hidden: dict[str, int] = {}
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            parts = path.relative_to(self.root).parts
+            key = "/".join(parts)
+            if any(part.startswith(".") for part in parts[:-1]):
+                folder = "/".join(parts[: next(i for i, p in enumerate(parts) if p.startswith(".")) + 1])
+                hidden[folder] = hidden.get(folder, 0) + 1
+            elif parts[-1].startswith("."):
+                self.ignored.append({"source": key, "reason": "a hidden file"})
+            elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+                self.ignored.append({"source": key, "reason": _unsupported(path.suffix)})
+            else:
+                self.files.append(path)
+        self.ignored += [
+            {"source": f"{folder}/", "reason": f"a hidden folder ({count} files)"}
+            for folder, count in hidden.items()
+        ]
+        self.description = f"the photo folder {self.root.name}/ ({len(self.files)} images)"
 
     def __len__(self) -> int:
         return len(self.files)
@@ -49,6 +66,11 @@ class FolderSource(Source):
             key = path.relative_to(self.root).as_posix()
             if key not in skip:
                 yield FileItem(key=key, source=key, path=str(path))
+
+
+def _unsupported(suffix: str) -> str:
+    kind = f"extension {suffix}" if suffix else "no extension"
+    return f"unsupported file type ({kind}); photos are read from {', '.join(IMAGE_EXTENSIONS)} files"
 
 
 def ground_truth_format(source: str) -> str | None:
@@ -81,7 +103,7 @@ class HFDatasetSource(Source):
     def __init__(self, name: str, split: str, image_column: str, keep_columns: tuple[str, ...]):
         import datasets
 
-        self.description = f"{name} (split {split}, column {image_column})"
+        self.description = f"{public_name(name)} (split {split}, column {image_column})"
         self.name, self.split = name, split
         loaded = load_split(name, split)
         self.columns = tuple(loaded.column_names)

@@ -108,23 +108,28 @@ class Evaluator:
         progress: Callable[[int], object] = lambda n: None,
         precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
         state=None,
+        stop: Callable[[], bool] = lambda: False,
     ) -> list[Item]:
         """Generate and score every image of ``cases``; with an accelerate ``state`` of several processes,
-        each makes its share and every process gets all the items back."""
+        each makes its share and every process gets all the items back. When ``stop()`` turns true the
+        remaining batches are left out (the caller drops the incomplete result); every process still
+        reaches the gathering, so none waits for another."""
         jobs = [(case, i) for case in cases for i in range(len(self.samples))]
         if state is None or state.num_processes == 1:
-            return self._run(pipe, jobs, progress, precision)
+            return self._run(pipe, jobs, progress, precision, stop)
         from accelerate.utils import gather_object
 
         with state.split_between_processes(jobs) as mine:
-            items = self._run(pipe, list(mine), progress, precision)
+            items = self._run(pipe, list(mine), progress, precision, stop)
         return gather_object(items)
 
-    def _run(self, pipe, jobs: list[tuple[str, int]], progress, precision) -> list[Item]:
+    def _run(self, pipe, jobs: list[tuple[str, int]], progress, precision, stop) -> list[Item]:
         items: list[Item] = []
         for case, group in itertools.groupby(jobs, key=lambda job: job[0]):
             indices = [i for _, i in group]
             for start in range(0, len(indices), self.sampling.batch_size):
+                if stop():
+                    return items
                 batch = indices[start : start + self.sampling.batch_size]
                 items += self._batch(pipe, case, batch, precision)
                 progress(len(batch))

@@ -24,6 +24,7 @@ from PIL import Image
 from controlkit.conditions import Annotation, Condition
 from controlkit.console import say
 from controlkit.errors import UserError
+from controlkit.images import to_rgb
 from controlkit.metadata import ControlNetInfo, DatasetInfo
 
 _COLUMNS = ("image_column", "conditioning_image_column", "caption_column", "annotation_column")
@@ -168,10 +169,10 @@ def _sample(row: dict, index: int, data, condition: Condition, resolution: int) 
         record = row[settings.annotation_column]
         annotation = None if record is None else condition.from_record(record)
     else:
-        annotation = condition.annotate(image.convert("RGB"))
+        annotation = condition.annotate(to_rgb(image))
     if condition.is_empty(annotation):
         return None
-    conditioning = row[settings.conditioning_image_column].convert("RGB")
+    conditioning = to_rgb(row[settings.conditioning_image_column])
     prompt = _caption(row[settings.caption_column])
     return fit_sample(prompt, conditioning, annotation, image.size, condition, resolution, index)
 

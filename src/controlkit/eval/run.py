@@ -4,6 +4,10 @@ The steps: the checkpoints to compare and the base model (checked first), the CL
 held-out samples, then the base model's cases once and each checkpoint's cases (each checkpoint's figures
 saved as it finishes, so a rerun skips it), the pick, best/, eval.json and report.html. Under
 ``accelerate launch`` every process generates its share of each case; the main process writes.
+
+Given a ``StopRequest`` (the CLI's ``graceful_stop``), a SIGTERM or Ctrl-C leaves the checkpoint in hand
+after its current batch of images (unsaved), and ``Stopped`` says what was kept and how to continue; the
+processes agree on it once per checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from controlkit.eval.held_out import HeldOut, load_held_out
 from controlkit.eval.pick import Pick, pick_checkpoint
 from controlkit.eval.results import BASE, ResultStore, settings_digest
 from controlkit.metadata import ControlNetInfo
+from controlkit.stopping import Stopped, StopRequest
 
 NO_CLIP_NOTE = (
     "Prompt fidelity and forgetting were not measured: no CLIP model was given (--clip), so the pick is by "
@@ -79,22 +84,54 @@ def _grid_values(items: list[Item], case: str, rows: int, key: str | None) -> li
     return [found.get(i) for i in range(rows)]
 
 
+def _any_process(state, flag: bool) -> bool:
+    """Whether any process has ``flag`` set (one small reduce under several processes)."""
+    if state.num_processes == 1:
+        return flag
+    import torch
+    from accelerate.utils import reduce
+
+    return reduce(torch.tensor([float(flag)], device=state.device), reduction="sum").item() > 0
+
+
 class _Session:
     """One evaluation under way: what it measures with, and the files it writes as it goes."""
 
-    def __init__(self, config: EvalConfig, held: HeldOut, evaluator: Evaluator, store: ResultStore, state):
+    def __init__(
+        self,
+        config: EvalConfig,
+        held: HeldOut,
+        evaluator: Evaluator,
+        store: ResultStore,
+        state,
+        stop: StopRequest | None = None,
+    ):
         self.config, self.held, self.evaluator, self.store, self.state = config, held, evaluator, store, state
         self.rows = min(config.grid_rows, len(held.samples))
         self.base_images: list[Image.Image | None] = []
         self.base_values: list[float | None] = []
         self.key: str | None = held.condition.adherence_score
+        self.stop, self.measured = stop, 0
+
+    def _requested(self) -> bool:
+        return self.stop is not None and self.stop.requested
+
+    def _measure(self, pipe, cases, progress) -> list:
+        """The items of ``cases``; asked to stop, the run ends here, keeping what was saved before."""
+        items = self.evaluator.run(pipe, cases, progress=progress, state=self.state, stop=self._requested)
+        if self.stop is not None and _any_process(self.state, self._requested()):
+            raise Stopped(
+                f"{self.measured} checkpoint(s) measured and kept in {self.store.folder}, the one in hand "
+                "left; run the same command again to continue (finished checkpoints are not redone)"
+            )
+        return items
 
     def base(self, pipe, progress) -> dict[str, Any]:
         """The base model's record: measured now, or the one an earlier run saved (with its grid column);
         ``pipe`` makes the pipeline when it is needed."""
         record = self.store.get(BASE)
         if record is None:
-            items = self.evaluator.run(pipe(), self.evaluator.base_cases, progress=progress, state=self.state)
+            items = self._measure(pipe(), self.evaluator.base_cases, progress)
             record = summarize(items)
             self.key = self._key(record)
             record["off_grid_values"] = _grid_values(items, "off", self.rows, self.key)
@@ -117,7 +154,7 @@ class _Session:
 
     def checkpoint(self, pipe, candidate: Candidate, base: dict, progress) -> dict[str, Any]:
         """Measure one checkpoint; the main process saves its grid and then its record."""
-        items = self.evaluator.run(pipe, CHECKPOINT_CASES, progress=progress, state=self.state)
+        items = self._measure(pipe, CHECKPOINT_CASES, progress)
         record = checkpoint_record(candidate.name, candidate.step, items, base)
         if self.state.is_main_process:
             from controlkit.eval.report import checkpoint_grid
@@ -130,6 +167,7 @@ class _Session:
                 grid = checkpoint_grid(self.held.samples, {c: images[c] for c in GRID_CASES}, values, probes)
                 grid.save(self.store.path(candidate.name, ".png"))
             self.store.put(candidate.name, record)
+        self.measured += 1
         return record
 
 
@@ -207,8 +245,11 @@ def _summary(
     )
 
 
-def evaluate(config: EvalConfig) -> EvalReport:
-    """Measure every chosen checkpoint on held-out samples, pick one, write best/, eval.json, report.html."""
+def evaluate(config: EvalConfig, stop: StopRequest | None = None) -> EvalReport:
+    """Measure every chosen checkpoint on held-out samples, pick one, write best/, eval.json, report.html.
+
+    With ``stop`` (from ``controlkit.stopping.graceful_stop``), a stop request keeps the checkpoints
+    finished so far and raises ``Stopped``."""
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -237,7 +278,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
     total = evaluator.count(CHECKPOINT_CASES) * len(todo) + (
         0 if base_done else evaluator.count(evaluator.base_cases)
     )
-    session = _Session(config, held, evaluator, store, state)
+    session = _Session(config, held, evaluator, store, state, stop)
     pipe = None
 
     def pipeline():

@@ -20,7 +20,7 @@ from controlkit.errors import UserError, require
 from controlkit.infer.config import AppConfig, GenerateConfig
 from controlkit.infer.generate import draw_annotation, fit, generate, resolve_condition, work_size
 from controlkit.infer.panel import score_caption
-from controlkit.infer.pipeline import load_pipeline
+from controlkit.infer.pipeline import controlnet_config, load_pipeline
 from controlkit.metadata import ControlNetInfo
 from controlkit.paths import cache_dir
 
@@ -72,6 +72,7 @@ class AppHandlers:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
+        controlnet_config(config.controlnet)  # a folder that holds no usable ControlNet: one line, now
         self.info = ControlNetInfo.read(config.controlnet)
         self.condition = resolve_condition(config.condition, self.info, config.controlnet)
         self.size = (self.info.resolution, self.info.resolution)

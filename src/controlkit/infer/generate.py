@@ -23,11 +23,14 @@ from PIL import Image, ImageOps
 from controlkit.conditions import Annotation, Condition
 from controlkit.conditions import get as get_condition
 from controlkit.errors import UserError
+from controlkit.images import to_rgb
 from controlkit.infer.config import GenerateConfig
 from controlkit.infer.panel import make_panel, score_caption
-from controlkit.infer.pipeline import load_pipeline
+from controlkit.infer.pipeline import controlnet_config, load_pipeline, min_size
 from controlkit.metadata import ControlNetInfo
 
+MAX_SEED = 2**64 - 1
+"""The largest seed torch's generator takes."""
 MIN_WORK_SIZE = 512
 IMAGE_NAME = "image-{:02d}.png"
 _IMAGE_RE = re.compile(r"image-\d+\.png")
@@ -59,15 +62,16 @@ def round_to_8(value: int) -> int:
 
 
 def load_photo(image: str | Path | Image.Image, what: str = "photo") -> Image.Image:
-    """An RGB image from a path or a PIL image, turned upright by its EXIF orientation."""
+    """An 8-bit RGB image from a path or a PIL image, turned upright by its EXIF orientation (a 16-bit
+    photo scaled, not clipped: ``to_rgb``)."""
     if isinstance(image, Image.Image):
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return to_rgb(ImageOps.exif_transpose(image))
     path = Path(image)
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     try:
         with Image.open(path) as opened:
-            return ImageOps.exif_transpose(opened).convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(opened))
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"cannot read the {what} {path}: {exc}") from exc
 
@@ -127,9 +131,27 @@ def score_images(
     return [condition.score(image.resize(working, Image.Resampling.LANCZOS), annotation) for image in images]
 
 
-def output_size(height: int | None, width: int | None, resolution: int) -> tuple[int, int]:
-    """(width, height): the asked size, else the training resolution, each rounded to a multiple of 8."""
-    return round_to_8(width or resolution), round_to_8(height or resolution)
+def output_size(height: int | None, width: int | None, resolution: int, smallest: int = 8) -> tuple[int, int]:
+    """(width, height): the asked size, else the training resolution, each rounded to a multiple of 8;
+    UserError for an asked side that is below ``smallest`` once rounded (``pipeline.min_size``)."""
+    for flag, value in (("--height", height), ("--width", width)):
+        if value is not None and (value < 1 or round_to_8(value) < smallest):
+            rounded = f", {round_to_8(value)} once rounded to a multiple of 8" if value >= 1 else ""
+            raise UserError(
+                f"{flag} {value} is too small{rounded}: this ControlNet makes images of at least {smallest} "
+                f"px a side (its smallest latents vanish below that); its training size is {resolution}"
+            )
+    width, height = (resolution if value is None else value for value in (width, height))
+    return round_to_8(width), round_to_8(height)
+
+
+def check_seeds(seed: int, count: int) -> None:
+    """Image ``i`` uses ``seed + i``, which must fit torch's generator: 0 to 2**64 - 1."""
+    if seed < 0 or seed + count - 1 > MAX_SEED:
+        raise UserError(
+            f"--seed {seed}: image i uses seed + i, which must lie in 0..2**64 - 1 ({MAX_SEED}); with "
+            f"{count} images the seed must be at most {MAX_SEED - count + 1}"
+        )
 
 
 @dataclass
@@ -161,7 +183,8 @@ def generate(config: GenerateConfig, info: ControlNetInfo | None = None) -> Gene
 
     Image ``i`` uses seed ``seed + i``, so any one of them can be made again alone. With ``out``, writes
     the images, ``conditioning.png``, ``panel.png`` and ``scores.json`` there. ``info``: the ControlNet's
-    record, when the caller has read it already (the app reads it once, not once per click).
+    record, when the caller has checked the ControlNet and read it already (the app does it once, not once
+    per click).
     """
     if (config.image is None) == (config.conditioning_image is None):
         raise UserError(
@@ -169,11 +192,15 @@ def generate(config: GenerateConfig, info: ControlNetInfo | None = None) -> Gene
         )
     if config.num_images < 1 or config.steps < 1:
         raise UserError("--num-images and --steps must be at least 1")
+    check_seeds(config.seed, config.num_images)
     out_dir = Path(config.out) if config.out is not None else None
     if out_dir is not None:
         _check_out(out_dir, config.overwrite)
-    info = ControlNetInfo.read(config.controlnet) if info is None else info
-    size = output_size(config.height, config.width, info.resolution)
+    smallest = 8
+    if info is None:  # the app checked the ControlNet and read its record once, when it started
+        smallest = min_size(controlnet_config(config.controlnet))
+        info = ControlNetInfo.read(config.controlnet)
+    size = output_size(config.height, config.width, info.resolution, smallest)
     control = _control(config, info, size)
 
     import torch

@@ -12,6 +12,7 @@ from controlkit.pictures import image_grid
 MIN_TILE = 128
 """Tiles are the output size scaled up by a whole factor to at least this many pixels, so captions fit."""
 
+
 def score_caption(scores: dict[str, float], labels: Mapping[str, str] | None = None) -> str:
     """A one-line caption, ``landmark_nme 0.083 · detection_rate 1.000``, or with the condition's short
     ``labels`` (``Condition.score_labels``) ``nme 0.083 · det 1.000`` where space is short; NaN is ``n/a``."""

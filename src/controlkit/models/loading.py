@@ -13,6 +13,10 @@ from controlkit.errors import UserError, first_line
 from controlkit.paths import check_exists
 
 _PARTS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
+PICKLE_HINT = (
+    "convert them to safetensors, or if you trust them, allow them with `controlkit train --allow_pickle` "
+    "(other commands load safetensors only)"
+)
 
 
 @dataclass
@@ -39,8 +43,8 @@ def _check_source(name: str, allow_pickle: bool, what: str = "model folder") -> 
     pickled = [] if allow_pickle else _pickle_only(local)
     if pickled:
         raise UserError(
-            f"{name} has only pickle weights for some parts ({', '.join(pickled[:3])}); "
-            "convert them to safetensors or pass --allow_pickle if you trust them"
+            f"{name} has only pickle weights for some parts ({', '.join(pickled[:3])}), which can run code "
+            f"when loaded; {PICKLE_HINT}"
         )
 
 
@@ -60,8 +64,12 @@ def _use_safetensors(allow_pickle: bool) -> bool | None:
     return None if allow_pickle else True
 
 
-def _load_error(what: str, name: str, exc: Exception) -> UserError:
-    return UserError(f"cannot load the {what} from {name}: {first_line(exc)}")
+def _load_error(what: str, name: str, exc: Exception, allow_pickle: bool = True) -> UserError:
+    """One line; when safetensors were required and not found, it says how pickle weights are allowed."""
+    message = first_line(exc)
+    if not allow_pickle and "safetensors" in message:
+        message += f" (if it has only pickle weights: {PICKLE_HINT})"
+    return UserError(f"cannot load the {what} from {name}: {message}")
 
 
 def load_base_components(
@@ -100,7 +108,7 @@ def load_base_components(
         unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", **weights)
         noise_scheduler = DDPMScheduler.from_pretrained(name, subfolder="scheduler", **common)
     except (OSError, ValueError) as exc:
-        raise _load_error("base model", name, exc) from exc
+        raise _load_error("base model", name, exc, allow_pickle) from exc
     return BaseComponents(tokenizer, text_encoder, vae, unet, noise_scheduler)
 
 
@@ -133,7 +141,7 @@ def load_controlnet(
                 **options,
             )
         except (OSError, ValueError) as exc:
-            raise _load_error("ControlNet", name, exc) from exc
+            raise _load_error("ControlNet", name, exc, allow_pickle) from exc
 
 
 def controlnet_pipeline(base: str, controlnet: str, dtype: Any, device: str, progress: bool = True):

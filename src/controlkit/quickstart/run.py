@@ -4,6 +4,9 @@ synthetic faces -> `data build` (face-landmarks from the ground-truth landmarks,
 held-out dataset from a seed stream the training set never uses -> `train` (a ControlNet on the shipped demo
 base, validated every K steps on the first held-out faces) -> `eval` of every checkpoint on the held-out
 dataset (matched / shuffled / off-domain / ControlNet off, the pick) -> report.html.
+
+Until the report is written, ``--out`` holds the marker ``UNFINISHED``: a run that stopped early (an error,
+Ctrl-C, a full disk) is started again by the same command, without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 from controlkit.errors import UserError
 from controlkit.quickstart.config import QuickstartConfig
 
+UNFINISHED = ".quickstart-unfinished"
+"""In --out while a quickstart runs; a folder holding it is a quickstart that did not finish."""
 HELD_OUT_SEED_OFFSET = 7_919
 """Held-out faces come from the seed stream ``seed + offset``; the dataset (stream ``seed``) never uses it.
 The first ones are also the validation faces (validation does not train)."""
@@ -49,11 +54,20 @@ def _threads(requested: int | None) -> int:
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
+    """An empty ``out`` marked unfinished; a quickstart that did not finish there is started again."""
+    from controlkit.console import say
+
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
+        unfinished = (out / UNFINISHED).is_file()
+        if not (overwrite or unfinished):
             raise UserError(f"{out} is not empty; choose another --out or pass --overwrite")
+        if unfinished:
+            say(f"{out} holds a quickstart that did not finish; starting it again")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / UNFINISHED).write_text(
+        "a quickstart is running here, or stopped early: the same command restarts it\n"
+    )
 
 
 def build_data(config: QuickstartConfig, out: Path, faces: int, seed: int) -> Path:
@@ -201,4 +215,5 @@ def run_quickstart(config: QuickstartConfig) -> QuickstartResult:
     summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out)
+    (out / UNFINISHED).unlink()
     return result

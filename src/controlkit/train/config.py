@@ -23,7 +23,9 @@ from controlkit.flags import option
 CONFIG_FILE_NAME = "train_config.yaml"
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "wandb", "all", "none")
-PRIVATE_FIELDS = ("config", "hub_token")
+PRIVATE_FIELDS = ("config", "hub_token", "overwrite_output_dir")
+"""Left out of logs, cards and the effective config: the token, the config file's own path, and the
+one-off instruction to clear output_dir (a rerun from train_config.yaml must not wipe a folder silently)."""
 
 
 @dataclass
@@ -46,7 +48,14 @@ class TrainConfig:
     )
     # Output and reproducibility
     output_dir: str = option(
-        "controlnet-model", "Where the ControlNet, checkpoints, logs and metrics are written."
+        "controlnet-model",
+        "Where the ControlNet, checkpoints, logs and metrics are written. One run at a time: a folder "
+        "that another run is writing, or that holds another run (unless resuming it), is refused.",
+    )
+    overwrite_output_dir: bool = option(
+        False,
+        "Start a new run in an output_dir that holds another run: its checkpoints, metrics, validation "
+        "grids, model and logs are removed first (other files stay).",
     )
     cache_dir: str | None = option(None, "Where downloaded models and datasets are stored.")
     seed: int | None = option(None, "A seed for reproducible training (data order, noise, caption dropout).")
@@ -148,6 +157,11 @@ class TrainConfig:
     max_train_samples: int | None = option(
         None, "Train on at most this many samples (for debugging or quick runs)."
     )
+    max_unusable_rows_fraction: float = option(
+        0.1,
+        "Stop before training when more than this share of the rows cannot be used (a missing or "
+        "undecodable image or conditioning image); below it those rows are skipped and named.",
+    )
     proportion_empty_prompts: float = option(
         0.0, "Fraction of captions replaced by the empty prompt (caption dropout), from 0 to 1."
     )
@@ -225,6 +239,15 @@ class TrainConfig:
         if self.resolution <= 0 or self.resolution % 8 != 0:
             raise UserError(
                 f"--resolution must be a positive multiple of 8 (VAE downsamples 8x), got {self.resolution}"
+            )
+        if not 0 <= self.max_unusable_rows_fraction <= 1:
+            raise UserError(
+                f"--max_unusable_rows_fraction must be in [0, 1], got {self.max_unusable_rows_fraction}"
+            )
+        if self.overwrite_output_dir and self.resume_from_checkpoint:
+            raise UserError(
+                "give only one of --overwrite_output_dir (start afresh) and --resume_from_checkpoint "
+                "(continue)"
             )
         if not 0 <= self.proportion_empty_prompts <= 1:
             raise UserError(
@@ -333,6 +356,49 @@ class RunSettings:
     conditioning_image_column: str = "conditioning_image"
     caption_column: str = "text"
     annotation_column: str = "annotation"
+
+
+TRAINED_BY = (
+    "pretrained_model_name_or_path",
+    "revision",
+    "variant",
+    "tokenizer_name",
+    "controlnet_model_name_or_path",
+    "dataset_name",
+    "dataset_config_name",
+    "train_data_dir",
+    "max_train_samples",
+    "proportion_empty_prompts",
+    "train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "scale_lr",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "lr_num_cycles",
+    "lr_power",
+    "use_8bit_adam",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_weight_decay",
+    "adam_epsilon",
+    "max_grad_norm",
+    "mixed_precision",
+)
+"""The flags that change what a step trains (a checkpoint records them; a resume with others says so)."""
+_CONSTANT_SCHEDULES = ("constant", "constant_with_warmup")
+
+
+def trained_settings(config: TrainConfig, settings: RunSettings, num_processes: int) -> dict[str, Any]:
+    """What a checkpoint records of the settings: the flags that change the training, with the values the
+    run resolved, the number of processes and, for a decaying schedule, its length. Not the length of a
+    constant-rate run: extending one is the usual reason to resume."""
+    values = {name: getattr(config, name) for name in TRAINED_BY}
+    values.update(dataclasses.asdict(settings), num_processes=num_processes)
+    del values["annotation_column"]  # scores validation only
+    if config.lr_scheduler not in _CONSTANT_SCHEDULES:
+        values.update(max_train_steps=config.max_train_steps, num_train_epochs=config.num_train_epochs)
+    return values
 
 
 def effective_config(config: TrainConfig, settings: RunSettings | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training data: find the dataset, resolve its columns and resolution, drop undecodable images, transform.
+"""Training data: find the dataset, resolve its columns and resolution, check its rows, transform.
 
 The dataset's record (``DatasetInfo``, written by `controlkit data build`) is read once; column flags and
 ``--resolution`` that the user did not give take its values, and the run's ``RunSettings`` hold the result.
@@ -7,6 +7,10 @@ Sources: a Hub dataset id, a `datasets.save_to_disk` folder (what `controlkit da
 files or a folder of them, or an image folder (`--train_data_dir`) whose metadata.jsonl names each
 `file_name` and `conditioning_image_file_name`. Transforms follow the diffusers example: resize the short
 side to the resolution, center-crop; the image goes to [-1, 1], the conditioning image to [0, 1].
+
+Every row is checked before training: a row without a caption is an error naming it (its metadata.jsonl
+line); rows whose image or conditioning image is missing or does not decode are skipped and named, and
+more than ``--max_unusable_rows_fraction`` of them stops the run (a wrong folder, not a few bad files).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from PIL import Image
 from controlkit.conditions.geometry import resize_center_crop_geometry
 from controlkit.console import say
 from controlkit.errors import UserError, first_line
+from controlkit.images import to_rgb
 from controlkit.metadata import DatasetInfo
 from controlkit.paths import check_exists
 from controlkit.train.config import RunSettings, TrainConfig
@@ -55,21 +60,22 @@ def load_training_data(config: TrainConfig, *, seed: int, cache_root: Path | Non
     """
     if config.train_data_dir is not None:
         source = str(config.train_data_dir)
-        dataset, fingerprint = _load_image_folder(Path(source))
+        dataset, fingerprint, lines = _load_image_folder(Path(source))
         info = DatasetInfo.read(source)
+        where = f"{Path(source) / 'metadata.jsonl'} line"
     else:
         source = config.dataset_name
         dataset, fingerprint, recorded_in = _load_named(config)
         info = DatasetInfo.read(recorded_in)
+        lines, where = list(range(len(dataset))), f"{source} row"
     settings = resolve_settings(config, info, dataset.column_names, seed, source)
+    _check_captions(dataset, settings.caption_column, lines, where)
     for column in (settings.image_column, settings.conditioning_image_column):
         dataset = _as_image_column(dataset, column)
-    skipped = _undecodable_rows(dataset, settings, fingerprint, cache_root)
+    unusable = _unusable_rows(dataset, settings, fingerprint, cache_root)
+    skipped = sorted(unusable)
     if skipped:
-        say(
-            f"skipped {len(skipped)} of {len(dataset)} rows whose images failed to decode "
-            f"(first: {skipped[:10]})"
-        )
+        _check_unusable_share(unusable, len(dataset), source, config.max_unusable_rows_fraction)
         bad = set(skipped)
         dataset = dataset.select([i for i in range(len(dataset)) if i not in bad], keep_in_memory=True)
     if config.max_train_samples is not None:
@@ -155,8 +161,9 @@ def _load_named(config: TrainConfig) -> tuple[Any, str, str]:
     return dataset, dataset._fingerprint, name
 
 
-def _load_image_folder(folder: Path) -> tuple[Any, str]:
-    """An image folder described by metadata.jsonl; paths must stay inside the folder."""
+def _load_image_folder(folder: Path) -> tuple[Any, str, list[int]]:
+    """An image folder described by metadata.jsonl (paths must stay inside the folder), its fingerprint,
+    and the metadata.jsonl line number of each row."""
     from datasets import Dataset
     from datasets import Image as ImageFeature
 
@@ -168,8 +175,8 @@ def _load_image_folder(folder: Path) -> tuple[Any, str]:
         )
     root = folder.resolve()
     rows: dict[str, list] = {}
-    lines = [line for line in meta.read_text().splitlines() if line.strip()]
-    for number, line in enumerate(lines, 1):
+    numbered = [(n, line) for n, line in enumerate(meta.read_text().splitlines(), 1) if line.strip()]
+    for row, (number, line) in enumerate(numbered, 1):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -184,9 +191,9 @@ def _load_image_folder(folder: Path) -> tuple[Any, str]:
         record["image"] = record.pop("file_name")
         record["conditioning_image"] = record.pop("conditioning_image_file_name")
         for key, value in record.items():
-            rows.setdefault(key, [None] * (number - 1)).append(value)
+            rows.setdefault(key, [None] * (row - 1)).append(value)
         for values in rows.values():
-            values.extend([None] * (number - len(values)))
+            values.extend([None] * (row - len(values)))
     dataset = Dataset.from_dict(rows)
     for column in ("image", "conditioning_image"):
         dataset = dataset.cast_column(column, ImageFeature())
@@ -195,7 +202,25 @@ def _load_image_folder(folder: Path) -> tuple[Any, str]:
         for p in rows["image"] + rows["conditioning_image"]
         if Path(p).exists()
     ]
-    return dataset, digest("imagefolder", meta.read_text(), stats)
+    return dataset, digest("imagefolder", meta.read_text(), stats), [n for n, _ in numbered]
+
+
+def _is_caption(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _check_captions(dataset, column: str, lines: list[int], where: str) -> None:
+    """Every row has a caption (a string or a list of strings), or one line naming the first that don't."""
+    values = dataset[column]
+    bad = [i for i, value in enumerate(values) if not _is_caption(value)]
+    if bad:
+        shown = ", ".join(str(lines[i]) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise UserError(
+            f"{len(bad)} row(s) have no caption in {column!r} ({where} {shown}: "
+            f"{values[bad[0]]!r}); give every row a caption (a string or a list of strings)"
+        )
 
 
 def _as_image_column(dataset, column: str):
@@ -209,52 +234,85 @@ def _as_image_column(dataset, column: str):
     return dataset
 
 
-def _decodes(value: dict | None) -> bool:
+MISSING, UNDECODABLE = "missing", "undecodable"
+
+
+def _problem(value: dict | None, column: str) -> list | None:
+    """[reason, what] for an image that cannot be used (its path, else its column), or None."""
     if value is None:
-        return False
+        return [MISSING, f"no {column}"]
+    path = value.get("path")
+    if not value.get("bytes") and (not path or not Path(path).is_file()):
+        return [MISSING, path or f"no {column}"]
     try:
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-        with Image.open(source) as image:
+        with Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else path) as image:
             image.load()
-        return True
+        return None
     except Exception:  # any decoder failure means the row is skipped, never a crash
-        return False
+        return [UNDECODABLE, path or column]
 
 
-def _undecodable_rows(dataset, settings: RunSettings, fingerprint: str, cache_root: Path | None) -> list[int]:
-    """Indices of rows whose image or conditioning image fails to decode; remembered per dataset."""
+def _unusable_rows(
+    dataset, settings: RunSettings, fingerprint: str, cache_root: Path | None
+) -> dict[int, list]:
+    """{row: [reason, what]} for rows whose image or conditioning image is missing or fails to decode;
+    remembered per dataset."""
     from datasets import Image as ImageFeature
     from tqdm.auto import tqdm
 
     names = [settings.image_column, settings.conditioning_image_column]
     record = None
     if cache_root is not None:
-        record = cache_root / "decode-checks" / f"{digest(fingerprint, names)}.json"
+        record = cache_root / "decode-checks" / f"{digest(fingerprint, names, 'v2')}.json"
         if record.is_file():
-            return json.loads(record.read_text())
+            return {int(k): v for k, v in json.loads(record.read_text()).items()}
     raw = dataset.select_columns(names)
     for name in names:
         raw = raw.cast_column(name, ImageFeature(decode=False))
 
-    def check(index: int) -> bool:
+    def check(index: int) -> list | None:
         row = raw[index]
-        return all(_decodes(row[name]) for name in names)
+        return next((p for name in names if (p := _problem(row[name], name)) is not None), None)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(
             tqdm(pool.map(check, range(len(raw))), total=len(raw), desc="checking images", leave=False)
         )
-    skipped = [i for i, ok in enumerate(results) if not ok]
+    unusable = {i: problem for i, problem in enumerate(results) if problem is not None}
     if record is not None:
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(skipped))
-    return skipped
+        record.write_text(json.dumps(unusable))
+    return unusable
+
+
+def _shown(what: list[str], source: str) -> str:
+    """The first few paths (relative to the dataset folder when inside it)."""
+    root = Path(source).resolve()
+    names = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p for p in what[:3]]
+    return ", ".join(names) + (", ..." if len(what) > 3 else "")
+
+
+def _check_unusable_share(unusable: dict[int, list], total: int, source: str, allowed: float) -> None:
+    """Name the unusable rows in one line: a note when they are few, an error beyond ``allowed``."""
+    parts = []
+    for reason, label in ((MISSING, "a missing file"), (UNDECODABLE, "an image that fails to decode")):
+        what = [w for r, w in unusable.values() if r == reason]
+        if what:
+            parts.append(f"{len(what)} with {label} ({_shown(what, source)})")
+    summary = f"{len(unusable)} of {total} rows of {source}: {'; '.join(parts)}"
+    share = len(unusable) / total
+    if share > allowed:
+        raise UserError(
+            f"cannot use {summary}; that is {share:.0%} of the rows, more than --max_unusable_rows_fraction "
+            f"{allowed:g} allows (fix the paths, or raise it to train on the rest)"
+        )
+    say(f"skipped {summary}")
 
 
 def resize_center_crop(image: Image.Image, resolution: int) -> Image.Image:
     """Resize the short side to ``resolution`` (bilinear, antialiased) and cut the center square."""
     geometry = resize_center_crop_geometry(image.size, (resolution, resolution))
-    return geometry.image(image.convert("RGB"), Image.Resampling.BILINEAR)
+    return geometry.image(to_rgb(image), Image.Resampling.BILINEAR)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""metrics.jsonl: one JSON line per optimizer step (loss, lr, images/s, peak memory) and per validation."""
+"""metrics.jsonl: one JSON line per optimizer step (loss, lr, images/s, peak memory) and per validation.
+
+A run killed while appending leaves a torn last line; readers skip a line that does not parse, and a
+resume drops it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,19 @@ from typing import Any
 METRICS_FILE = "metrics.jsonl"
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics file, without lines that do not parse (a torn write)."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class MetricsLog:
     """Appends records to output_dir/metrics.jsonl (main process only); survives resumes."""
 
@@ -19,13 +36,12 @@ class MetricsLog:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop the records an interrupted run wrote after the checkpoint it resumes from."""
+        """On resume, drop the records an interrupted run wrote after the checkpoint it resumes from (and
+        a torn last line); a new run (step 0) starts an empty file."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [
-            line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-        ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [record for record in _records(self.path) if record.get("step", math.inf) <= step]
+        self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -36,6 +52,6 @@ class MetricsLog:
 
 
 def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record of a run, in order."""
+    """Every record of a run, in order (a torn line left by a killed run is skipped)."""
     path = Path(output_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return _records(path) if path.is_file() else []

@@ -8,13 +8,18 @@ validation happen at optimizer steps. All the randomness of a step (latent sampl
 caption dropout) comes from one seeded generator per process that checkpoints save, so a resumed run and
 a cached run train exactly like an uninterrupted uncached one. The config is never changed: what the run
 resolves lives in ``data.settings``.
+
+Faults: the main process holds output_dir for the run (``output.claim_output_dir``) and decides which
+checkpoint to resume; the others follow its decision (``agreement``). Given a ``StopRequest``
+(the CLI's ``graceful_stop``), a SIGTERM or SIGINT finishes the optimizer step in hand, saves a checkpoint
+and raises ``Stopped``; every process learns of the stop from the loss's reduce, so all save the same
+step and the stop adds no synchronisation. A checkpoint or model that cannot be written stops in one line.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,31 +34,48 @@ from controlkit.conditions.base import Condition
 from controlkit.console import say
 from controlkit.errors import UserError, first_line
 from controlkit.metadata import ControlNetInfo, DatasetInfo
+from controlkit.stopping import Stopped, StopRequest
 from controlkit.train import checkpoints
+from controlkit.train.agreement import decided_by_main
 from controlkit.train.checkpoints import EpochSampler, Position
-from controlkit.train.config import RunSettings, TrainConfig, effective_config, write_effective_config
+from controlkit.train.config import (
+    RunSettings,
+    TrainConfig,
+    effective_config,
+    trained_settings,
+    write_effective_config,
+)
 from controlkit.train.data import PairedImages, TrainingData, collate, load_training_data, tokenize
 from controlkit.train.evaluation import TrainingEvaluation, prepare_evaluation
 from controlkit.train.memory import adam_class, peak_memory_mb
 from controlkit.train.metrics import MetricsLog
 from controlkit.train.models import TrainingModels, load_models
+from controlkit.train.output import claim_output_dir, prepare_output_dir
 from controlkit.train.validation import ValidationPair, log_validation, validation_pairs
 
 
-def train(config: TrainConfig) -> Path:
-    """Train a ControlNet as the config says; returns output_dir (the ControlNet is saved at its root)."""
-    run = start(config)
-    data = load_data(run)
-    validate = prepare_validation(run, data)  # a bad --validation_image fails before the models load
-    evaluate = prepare_evaluation(run, data, validate.pairs, validate.condition)
-    models = load_models(config, run.accelerator)
-    inputs = training_inputs(run, data, models)
-    schedule = optimizer_and_schedule(run, models, inputs)
-    start_logging(run, data, schedule)
-    position = resume(run, epoch_size=len(inputs.dataset))
-    train_loop(run, models, inputs, schedule, position, validate, evaluate)
-    finish(run, data, models, position, validate, evaluate)
-    return run.output_dir
+def train(config: TrainConfig, stop: StopRequest | None = None) -> Path:
+    """Train a ControlNet as the config says; returns output_dir (the ControlNet is saved at its root).
+
+    With ``stop`` (from ``controlkit.stopping.graceful_stop``), a stop request saves a checkpoint after
+    the step in hand and raises ``Stopped``.
+    """
+    check_inputs(config)
+    output_dir = prepare_output_dir(config.output_dir)
+    accelerator = make_accelerator(config, output_dir)
+    with claim_output_dir(config, output_dir, accelerator):
+        run = start(config, accelerator, output_dir, stop)
+        data = load_data(run)
+        validate = prepare_validation(run, data)  # a bad --validation_image fails before the models load
+        evaluate = prepare_evaluation(run, data, validate.pairs, validate.condition)
+        models = load_models(config, run.accelerator)
+        inputs = training_inputs(run, data, models)
+        schedule = optimizer_and_schedule(run, models, inputs)
+        start_logging(run, data, schedule)
+        position = resume(run, models, epoch_size=inputs.sampler.epoch_length)
+        train_loop(run, models, inputs, schedule, position, validate, evaluate)
+        finish(run, data, models, position, validate, evaluate)
+    return output_dir
 
 
 @dataclass
@@ -69,6 +91,13 @@ class Run:
     optimizer_class: type
     resume_path: Path | None = None
     repo_id: str | None = None  # the Hub repo to push to, checked before training
+    stop: StopRequest | None = None  # set by a signal: save after the step in hand and stop
+    settings_record: dict | None = None  # what checkpoints record (trained_settings), once the data is read
+    checkpoint_bytes: int = 0  # a checkpoint's expected size before the first exists
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.requested
 
 
 @dataclass
@@ -94,21 +123,24 @@ class Schedule:
     total_batch_size: int
 
 
-def start(config: TrainConfig) -> Run:
-    """What can fail in seconds comes first: the inputs, the output folder, the checkpoint to resume, the
-    accelerator, Hub access, the optimizer's package; then the seed, agreed by every process."""
+def check_inputs(config: TrainConfig) -> None:
+    """The flags, and the files they name, before anything is written."""
     config.validate()
     missing = [path for path in config.validation_image or [] if not Path(path).is_file()]
     if missing:  # here, not in validate(): a command line parses anywhere, training needs the files
         raise UserError(f"--validation_image not found: {', '.join(missing)}")
-    output_dir = prepare_output_dir(config.output_dir)
-    resume_path = (
-        checkpoints.resolve_resume(output_dir, config.resume_from_checkpoint)
-        if config.resume_from_checkpoint
-        else None
-    )
-    accelerator = make_accelerator(config, output_dir)
-    seed = shared_seed(accelerator, config.seed)
+
+
+def start(config: TrainConfig, accelerator, output_dir: Path, stop: StopRequest | None = None) -> Run:
+    """What can fail in seconds comes first: the checkpoint to resume, Hub access, the optimizer's package;
+    then the seed (the user's, else the checkpoint's), agreed by every process."""
+    resume_path = None
+    if config.resume_from_checkpoint:  # the main process checks the files (and sets a damaged one aside)
+        resume_path = decided_by_main(
+            accelerator, lambda: checkpoints.resolve_resume(output_dir, config.resume_from_checkpoint)
+        )
+    recorded = checkpoints.recorded_settings(resume_path) if resume_path is not None else None
+    seed = shared_seed(accelerator, config.seed if config.seed is not None else (recorded or {}).get("seed"))
     repo_id = None
     if config.push_to_hub and accelerator.is_main_process:
         from controlkit.train import hub
@@ -123,20 +155,8 @@ def start(config: TrainConfig) -> Run:
     generator = torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index)
     metrics = MetricsLog(output_dir, enabled=accelerator.is_main_process)
     return Run(
-        config, accelerator, output_dir, seed, generator, metrics, optimizer_class, resume_path, repo_id
+        config, accelerator, output_dir, seed, generator, metrics, optimizer_class, resume_path, repo_id, stop
     )
-
-
-def prepare_output_dir(path: str) -> Path:
-    """Create output_dir and prove it is writable, or say in one line why not."""
-    output_dir = Path(path)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise UserError(f"cannot write to output_dir {output_dir}: {exc.strerror or exc}") from exc
-    return output_dir
 
 
 def make_accelerator(config: TrainConfig, output_dir: Path):
@@ -188,7 +208,9 @@ def load_data(run: Run) -> TrainingData:
     from controlkit.train.cache import default_cache_root
 
     with run.accelerator.main_process_first():
-        return load_training_data(run.config, seed=run.seed, cache_root=default_cache_root(run.config))
+        data = load_training_data(run.config, seed=run.seed, cache_root=default_cache_root(run.config))
+    run.settings_record = trained_settings(run.config, data.settings, run.accelerator.num_processes)
+    return data
 
 
 def load_condition(info: DatasetInfo) -> Condition | None:
@@ -284,7 +306,10 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
             dist = base.vae.encode(batch["pixel_values"].to(dtype=models.weight_dtype)).latent_dist
             return dist.mean, dist.std, base.text_encoder(batch["input_ids"], return_dict=False)[0]
 
-    sampler = EpochSampler(len(dataset), data.settings.seed)
+    processes = accelerator.num_processes
+    sampler = EpochSampler(
+        len(dataset), data.settings.seed, multiple=config.train_batch_size * processes if processes > 1 else 1
+    )
     loader = torch.utils.data.DataLoader(
         dataset,
         sampler=sampler,
@@ -365,21 +390,46 @@ def start_logging(run: Run, data: TrainingData, schedule: Schedule) -> None:
     )
 
 
-def resume(run: Run, epoch_size: int) -> Position:
-    """Where training starts: the checkpoint's position (with its random generator and the metrics up to
-    it), or the beginning; leftovers of a crashed checkpoint write are removed."""
+def resume(run: Run, models: TrainingModels, epoch_size: int) -> Position:
+    """Where training starts: the checkpoint's position (with its random generator, the metrics up to it,
+    and a note if it was trained with other settings), or the beginning; leftovers of a crashed checkpoint
+    write and a torn last metrics line are removed."""
     accelerator, position = run.accelerator, Position()
+    run.checkpoint_bytes = checkpoints.expected_checkpoint_bytes(models.controlnet)
     if run.resume_path is not None:
         position = checkpoints.load_checkpoint(accelerator, run.resume_path, run.generator, epoch_size)
-        run.metrics.truncate_after(position.global_step)
+        _say_changed_settings(run.resume_path, run.settings_record or {})
         accelerator.print(f"resumed from {run.resume_path} at step {position.global_step}")
+    run.metrics.truncate_after(position.global_step)
     if accelerator.is_main_process:
         checkpoints.remove_partial(run.output_dir)
     return position
 
 
+def _say_changed_settings(path: Path, now: dict[str, Any]) -> None:
+    """One line when the checkpoint was trained with other settings than this run's (older checkpoints
+    recorded none)."""
+    recorded = checkpoints.recorded_settings(path)
+    if recorded is None:
+        return
+    changed = [
+        f"{key} {recorded.get(key)!r} (now {now.get(key)!r})"
+        for key in sorted(recorded.keys() | now.keys())
+        if recorded.get(key) != now.get(key)
+    ]
+    if changed:
+        say(
+            f"{path.name} was trained with other settings: {', '.join(changed)}; continuing with the "
+            "settings given now"
+        )
+
+
 class _StepMeter:
-    """The loss and the time of the micro-batches since the last optimizer step."""
+    """The loss and the time of the micro-batches since the last optimizer step.
+
+    The stop flag rides on the loss's reduce: the processes agree on stopping at the same step at no extra
+    synchronisation.
+    """
 
     def __init__(self, device):
         self.loss_sum, self.count, self.start = torch.zeros((), device=device), 0, time.perf_counter()
@@ -388,10 +438,13 @@ class _StepMeter:
         self.loss_sum += loss
         self.count += 1
 
-    def read(self, accelerator) -> tuple[float, float]:
-        """The step's loss, averaged over micro-batches and processes, and the seconds it took."""
-        loss = accelerator.reduce(self.loss_sum / self.count, reduction="mean").item()
-        return loss, time.perf_counter() - self.start
+    def read(self, accelerator, stop: bool = False) -> tuple[float, float, bool]:
+        """The step's loss, averaged over micro-batches and processes, the seconds it took, and whether
+        any process was asked to stop."""
+        flag = torch.full_like(self.loss_sum, float(stop))  # a fill kernel: no host-to-device copy, no sync
+        values = torch.stack([self.loss_sum / self.count, flag])
+        loss, stops = accelerator.reduce(values, reduction="mean").tolist()
+        return loss, time.perf_counter() - self.start, stops > 0
 
     def reset(self) -> None:
         self.loss_sum, self.count, self.start = torch.zeros_like(self.loss_sum), 0, time.perf_counter()
@@ -417,21 +470,23 @@ def train_loop(
         disable=not accelerator.is_local_main_process,
     )
     meter, first_epoch = _StepMeter(accelerator.device), position.epoch
-    for epoch in range(first_epoch, schedule.num_epochs):
-        if position.global_step >= schedule.total_steps:
-            break
-        inputs.sampler.set_position(epoch, position.samples_in_epoch if epoch == first_epoch else 0)
-        position.epoch, position.samples_in_epoch = epoch, inputs.sampler.start
-        for batch in schedule.loader:
-            meter.add(_micro_step(run, models, inputs, schedule, batch))
-            position.samples_in_epoch += run.config.train_batch_size * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            position.global_step += 1
-            _after_step(run, models, schedule, position, validate, evaluate, meter, progress)
+    try:  # the bar is closed before any message that ends the run, so that message is the last line
+        for epoch in range(first_epoch, schedule.num_epochs):
             if position.global_step >= schedule.total_steps:
                 break
-    progress.close()
+            inputs.sampler.set_position(epoch, position.samples_in_epoch if epoch == first_epoch else 0)
+            position.epoch, position.samples_in_epoch = epoch, inputs.sampler.start
+            for batch in schedule.loader:
+                meter.add(_micro_step(run, models, inputs, schedule, batch))
+                position.samples_in_epoch += run.config.train_batch_size * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                position.global_step += 1
+                _after_step(run, models, schedule, position, validate, evaluate, meter, progress)
+                if position.global_step >= schedule.total_steps:
+                    break
+    finally:
+        progress.close()
 
 
 def _micro_step(run: Run, models: TrainingModels, inputs: Inputs, schedule: Schedule, batch) -> torch.Tensor:
@@ -470,9 +525,9 @@ def _after_step(
     progress,
 ) -> None:
     """An optimizer step is done: stop on a non-finite loss, record it, checkpoint, validate and evaluate
-    when due."""
+    when due; asked to stop, checkpoint and stop."""
     config, accelerator = run.config, run.accelerator
-    step_loss, elapsed = meter.read(accelerator)
+    step_loss, elapsed, stopping = meter.read(accelerator, run.stop_requested)
     if not math.isfinite(step_loss):
         accelerator.end_training()
         last = checkpoints.list_checkpoints(run.output_dir)
@@ -493,11 +548,23 @@ def _after_step(
     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=position.global_step)
     progress.update(1)
     progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{record['lr']:.2e}")
-    if position.global_step % config.checkpointing_steps == 0:
+    if position.global_step % config.checkpointing_steps == 0 or stopping:
         saved = checkpoints.save_checkpoint(
-            accelerator, run.output_dir, position, run.generator, limit=config.checkpoints_total_limit
+            accelerator,
+            run.output_dir,
+            position,
+            run.generator,
+            limit=config.checkpoints_total_limit,
+            settings=run.settings_record,
+            expected_bytes=run.checkpoint_bytes,
         )
         accelerator.print(f"saved {saved}")
+        if stopping:
+            accelerator.end_training()
+            raise Stopped(
+                f"saved {saved} at step {position.global_step} of {schedule.total_steps}; to continue, run "
+                "the same command with --resume_from_checkpoint latest"
+            )
     if position.global_step % config.validation_steps == 0:
         validate(run, models, position.global_step)
     if evaluate is not None and position.global_step % config.eval_steps == 0:
@@ -519,7 +586,12 @@ def finish(
     config, accelerator = run.config, run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(models.controlnet).save_pretrained(run.output_dir, safe_serialization=True)
+        controlnet = accelerator.unwrap_model(models.controlnet)
+        try:
+            controlnet.save_pretrained(run.output_dir, safe_serialization=True)
+        except checkpoints.WRITE_ERRORS as exc:
+            needed = run.checkpoint_bytes // 3
+            raise UserError(checkpoints.write_error(run.output_dir, "the ControlNet", exc, needed)) from exc
         info = ControlNetInfo(
             base_model=config.pretrained_model_name_or_path,
             condition=data.info.condition,

@@ -23,6 +23,7 @@ from PIL import Image
 
 from controlkit.conditions.base import Condition
 from controlkit.errors import UserError, require
+from controlkit.images import to_rgb
 from controlkit.pictures import fit_in, image_grid
 from controlkit.train.config import RunSettings, TrainConfig
 
@@ -63,7 +64,7 @@ def _load_image_pair(prompt: str, image_path: str, condition: Condition | None) 
     path = Path(image_path)
     try:
         with Image.open(path) as opened:
-            image = opened.convert("RGB")
+            image = to_rgb(opened)
     except OSError as exc:
         raise UserError(f"cannot read --validation_image {image_path}: {exc}") from exc
     sidecar = path.with_suffix(".json")
@@ -96,7 +97,7 @@ def _dataset_pairs(
         pairs.append(
             ValidationPair(
                 prompt=_caption(row[settings.caption_column]),
-                conditioning_image=row[settings.conditioning_image_column].convert("RGB"),
+                conditioning_image=to_rgb(row[settings.conditioning_image_column]),
                 annotation=annotation,
             )
         )
