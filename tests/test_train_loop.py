@@ -86,8 +86,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.parametrize("with_text", [False, True], ids=["latents", "latents+text"])
 def test_cached_latents_train_like_the_uncached_path_and_are_reused(
-    small_model_dir, dataset, tmp_path, monkeypatch
+    small_model_dir, dataset, tmp_path, monkeypatch, with_text
 ):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
@@ -97,20 +98,26 @@ def test_cached_latents_train_like_the_uncached_path_and_are_reused(
         "--proportion_empty_prompts=0.5",
         f"--latents_cache_dir={tmp_path / 'cache'}",
     ]
+    cache_flags = ["--cache_latents", *(["--cache_text_embeddings"] if with_text else [])]
     plain = run_training(train_args(small_model_dir, dataset, tmp_path / "plain", *extra))
-    cached = run_training(
-        train_args(small_model_dir, dataset, tmp_path / "cached", *extra, "--cache_latents")
-    )
+    cached = run_training(train_args(small_model_dir, dataset, tmp_path / "cached", *extra, *cache_flags))
     assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in plain], rel=1e-4)
     assert len([p for p in (tmp_path / "cache").iterdir() if p.name != "decode-checks"]) == 1
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the VAE or text encoder ran although their outputs are cached")
 
+    text_runs = []
     monkeypatch.setattr(AutoencoderKL, "encode", must_not_run)
-    monkeypatch.setattr(CLIPTextModel, "forward", must_not_run)
-    again = run_training(train_args(small_model_dir, dataset, tmp_path / "again", *extra, "--cache_latents"))
+    forward = CLIPTextModel.forward
+    monkeypatch.setattr(
+        CLIPTextModel,
+        "forward",
+        must_not_run if with_text else lambda *a, **k: text_runs.append(1) or forward(*a, **k),
+    )
+    again = run_training(train_args(small_model_dir, dataset, tmp_path / "again", *extra, *cache_flags))
     assert [r["loss"] for r in again] == pytest.approx([r["loss"] for r in cached], rel=1e-6)
+    assert bool(text_runs) is not with_text  # without its embeddings cached, the text encoder runs each step
 
 
 def test_checkpoint_limit_is_honoured(small_model_dir, dataset, tmp_path):

@@ -5,6 +5,13 @@ model (865.9M UNet, 340M OpenCLIP-H text encoder, 83.7M VAE, a 361M ControlNet m
 on a machine that cannot download it. The configs are those of stabilityai/stable-diffusion-2-1-base;
 the tokenizer is the offline byte-level one, and the text encoder's vocabulary is padded to CLIP's
 49408 tokens so its embedding table weighs what the real one does.
+
+``divisor`` makes the same model narrower for CPU benchmarks: every width (UNet, ControlNet, VAE, norm
+groups) divided by it and the text encoder's by twice as much, with SD's blocks, depths, attention heads
+and 8x VAE unchanged. Convolutions cost width squared and attention width, so at half the resolution
+(256 px for ``divisor=4``) each part costs 1/64 of the real one and the VAE / text encoder / UNet split of
+a training step is SD 2.1-base's at 512 px (measured with torch's FLOP counter by
+``benchmarks/train_profile.py``).
 """
 
 from __future__ import annotations
@@ -85,10 +92,42 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def build_sd21_components(tokenizer_dir: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+def scaled_configs(divisor: int = 1) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The UNet, VAE and text-encoder configs with every width divided by ``divisor`` (the text encoder's
+    by ``2 x divisor``); 1 is SD 2.1-base itself."""
+    if divisor == 1:
+        return dict(UNET_CONFIG), dict(VAE_CONFIG), dict(TEXT_CONFIG)
+    if divisor not in (2, 4, 8):
+        raise ValueError(f"divisor must be 1, 2, 4 or 8, got {divisor}")
+    text_hidden = TEXT_CONFIG["hidden_size"] // (2 * divisor)
+    unet = {
+        **UNET_CONFIG,
+        "block_out_channels": [c // divisor for c in UNET_CONFIG["block_out_channels"]],
+        "norm_num_groups": UNET_CONFIG["norm_num_groups"] // divisor,
+        "cross_attention_dim": text_hidden,
+    }
+    vae = {
+        **VAE_CONFIG,
+        "block_out_channels": [c // divisor for c in VAE_CONFIG["block_out_channels"]],
+        "norm_num_groups": VAE_CONFIG["norm_num_groups"] // divisor,
+    }
+    text = {
+        **TEXT_CONFIG,
+        "hidden_size": text_hidden,
+        "intermediate_size": 4 * text_hidden,
+        "num_attention_heads": TEXT_CONFIG["num_attention_heads"] // divisor,
+        "projection_dim": TEXT_CONFIG["projection_dim"] // divisor,
+    }
+    return unet, vae, text
+
+
+def build_sd21_components(
+    tokenizer_dir: str | Path, device: str | torch.device = "cpu", divisor: int = 1
+) -> dict[str, Any]:
     """UNet, VAE, text encoder (random weights, on ``device``), offline tokenizer and PNDM scheduler.
 
-    ``device="meta"`` builds the shapes without allocating weights (for parameter counts).
+    ``device="meta"`` builds the shapes without allocating weights (for parameter counts); ``divisor``
+    narrows every part (``scaled_configs``).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -100,24 +139,28 @@ def build_sd21_components(tokenizer_dir: str | Path, device: str | torch.device 
         raise ValueError(
             f"the offline tokenizer has {len(tokenizer)} tokens, more than CLIP's {CLIP_VOCAB_SIZE}"
         )
+    unet_config, vae_config, text_config = scaled_configs(divisor)
     text_config = CLIPTextConfig(
-        **TEXT_CONFIG,
+        **text_config,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     with torch.device(device):
         return {
-            "unet": UNet2DConditionModel(**UNET_CONFIG),
-            "vae": AutoencoderKL(**VAE_CONFIG),
+            "unet": UNet2DConditionModel(**unet_config),
+            "vae": AutoencoderKL(**vae_config),
             "text_encoder": CLIPTextModel(text_config),
             "tokenizer": tokenizer,
             "scheduler": PNDMScheduler.from_config(SCHEDULER_CONFIG),
         }
 
 
-def write_sd21_model(path: str | Path, device: str | torch.device = "cpu", seed: int = 0) -> Path:
-    """Write the SD-2.1-base-shaped folder (diffusers layout, fp32 safetensors, ~5.2 GB) and return its path.
+def write_sd21_model(
+    path: str | Path, device: str | torch.device = "cpu", seed: int = 0, divisor: int = 1
+) -> Path:
+    """Write the SD-2.1-base-shaped folder (diffusers layout, fp32 safetensors, ~5.2 GB; ``divisor=4``:
+    about 90 MB) and return its path.
 
     Building on a GPU (``device="cuda"``) is much faster than on a CPU; the files are the same kind.
     """
@@ -125,7 +168,7 @@ def write_sd21_model(path: str | Path, device: str | torch.device = "cpu", seed:
 
     path = Path(path)
     torch.manual_seed(seed)
-    parts = build_sd21_components(path / "tokenizer", device)
+    parts = build_sd21_components(path / "tokenizer", device, divisor)
     pipeline = StableDiffusionPipeline(
         **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )

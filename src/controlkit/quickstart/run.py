@@ -148,6 +148,7 @@ def train_controlnet(
         validation_prompt=prompts,
         num_validation_images=1,
         cache_latents=True,
+        cache_text_embeddings=True,
         report_to="none",
         seed=config.seed,
     )

@@ -347,8 +347,12 @@ class PairedImages(torch.utils.data.Dataset):
         row = self.data.dataset[index] if row is None else row
         settings = self.settings
         pixels = to_tensor(resize_center_crop(row[settings.image_column], settings.resolution)) * 2.0 - 1.0
+        return {"pixel_values": pixels, "input_ids": self.input_ids(index, row)}
+
+    def input_ids(self, index: int, row: dict[str, Any]) -> torch.Tensor:
+        settings = self.settings
         caption = pick_caption(row[settings.caption_column], index, settings.seed, settings.caption_column)
-        return {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
+        return tokenize(self.tokenizer, [caption])[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         # One read per row: decoding the images dominates the data loader's time.

@@ -35,7 +35,7 @@ from controlkit.console import say
 from controlkit.errors import UserError, first_line
 from controlkit.metadata import ControlNetInfo, DatasetInfo
 from controlkit.stopping import Stopped, StopRequest
-from controlkit.train import checkpoints
+from controlkit.train import checkpoints, speed
 from controlkit.train.agreement import decided_by_main
 from controlkit.train.checkpoints import EpochSampler, Position
 from controlkit.train.config import (
@@ -176,7 +176,9 @@ def make_accelerator(config: TrainConfig, output_dir: Path):
     try:
         accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
-            mixed_precision=config.mixed_precision,
+            mixed_precision=speed.mixed_precision_for(
+                config.mixed_precision, torch.cuda.is_bf16_supported() if torch.cuda.is_available() else None
+            ),
             log_with=None if config.report_to == "none" else config.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(output_dir), logging_dir=str(output_dir / config.logging_dir)
@@ -272,10 +274,12 @@ def prepare_validation(run: Run, data: TrainingData) -> Validator:
 def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inputs:
     """The training samples and how a batch becomes (latent mean, latent std, prompt embeddings), with the
     empty-prompt embedding for caption dropout: from the VAE and text encoder, or from the latent cache
-    (then the VAE and text encoder are parked off the device)."""
+    (then the VAE, and the text encoder when the cache holds the embeddings, are parked off the device)."""
     config, accelerator, base = run.config, run.accelerator, models.base
     pairs = PairedImages(data, base.tokenizer)
-    if config.cache_latents:
+    processes = accelerator.num_processes
+    cache = None
+    if speed.uses_latent_cache(config, len(pairs), processes):
         from controlkit.train.cache import CachedPairs, prepare_cache
 
         cache = prepare_cache(
@@ -287,26 +291,31 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
             tokenizer=base.tokenizer,
             accelerator=accelerator,
             weight_dtype=models.weight_dtype,
+            with_text=config.cache_text_embeddings,
         )
         dataset = CachedPairs(pairs, cache)
-        empty_prompt_embeds = cache.empty_prompt_embeds.to(accelerator.device)
-        models.encoders.park()
-
-        def encode(batch):
-            return batch["latent_mean"], batch["latent_std"], batch["prompt_embeds"]
+        models.encoders.park(text_encoder_too=cache.has_text)
     else:
         dataset = pairs
+
+    @torch.no_grad()
+    def encode(batch):
+        if cache is None:
+            dist = base.vae.encode(batch["pixel_values"].to(dtype=models.weight_dtype)).latent_dist
+            mean, std = dist.mean, dist.std
+        else:
+            mean, std = batch["latent_mean"], batch["latent_std"]
+        if "prompt_embeds" in batch:
+            return mean, std, batch["prompt_embeds"]
+        return mean, std, base.text_encoder(batch["input_ids"], return_dict=False)[0]
+
+    if cache is not None and cache.has_text:
+        empty_prompt_embeds = cache.empty_prompt_embeds.to(accelerator.device)
+    else:
         with torch.no_grad():
             empty_prompt_embeds = base.text_encoder(
                 tokenize(base.tokenizer, [""]).to(accelerator.device), return_dict=False
             )[0][0]
-
-        @torch.no_grad()
-        def encode(batch):
-            dist = base.vae.encode(batch["pixel_values"].to(dtype=models.weight_dtype)).latent_dist
-            return dist.mean, dist.std, base.text_encoder(batch["input_ids"], return_dict=False)[0]
-
-    processes = accelerator.num_processes
     sampler = EpochSampler(
         len(dataset), data.settings.seed, multiple=config.train_batch_size * processes if processes > 1 else 1
     )
@@ -314,8 +323,8 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
         dataset,
         sampler=sampler,
         batch_size=config.train_batch_size,
-        num_workers=config.dataloader_num_workers,
         collate_fn=collate,
+        **speed.loader_options(config.dataloader_num_workers, accelerator.device),
     )
     return Inputs(dataset, sampler, loader, encode, empty_prompt_embeds)
 
@@ -335,6 +344,7 @@ def optimizer_and_schedule(run: Run, models: TrainingModels, inputs: Inputs) -> 
         betas=(config.adam_beta1, config.adam_beta2),
         weight_decay=config.adam_weight_decay,
         eps=config.adam_epsilon,
+        **speed.optimizer_options(accelerator.device, config.use_8bit_adam),
     )
     batches_per_process = math.ceil(len(inputs.loader) / accelerator.num_processes)
     steps_per_epoch = math.ceil(batches_per_process / config.gradient_accumulation_steps)
@@ -425,29 +435,42 @@ def _say_changed_settings(path: Path, now: dict[str, Any]) -> None:
 
 
 class _StepMeter:
-    """The loss and the time of the micro-batches since the last optimizer step.
+    """The losses of the optimizer steps since the loss was last read back from the device, and the time.
 
-    The stop flag rides on the loss's reduce: the processes agree on stopping at the same step at no extra
-    synchronisation.
+    A read waits for the device to finish its queue, so on a GPU it happens every few steps
+    (``speed.sync_every``), at steps every process agrees on. The stop flag rides on the same reduce: the
+    processes agree on stopping at the same step at no extra synchronisation.
     """
 
     def __init__(self, device):
-        self.loss_sum, self.count, self.start = torch.zeros((), device=device), 0, time.perf_counter()
+        self.every = speed.sync_every(device)
+        self.loss_sum, self.count = torch.zeros((), device=device), 0
+        self.pending: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss on device)
+        self.start = time.perf_counter()
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss
         self.count += 1
 
-    def read(self, accelerator, stop: bool = False) -> tuple[float, float, bool]:
-        """The step's loss, averaged over micro-batches and processes, the seconds it took, and whether
-        any process was asked to stop."""
-        flag = torch.full_like(self.loss_sum, float(stop))  # a fill kernel: no host-to-device copy, no sync
-        values = torch.stack([self.loss_sum / self.count, flag])
-        loss, stops = accelerator.reduce(values, reduction="mean").tolist()
-        return loss, time.perf_counter() - self.start, stops > 0
+    def close_step(self, step: int, epoch: int, lr: float) -> None:
+        """An optimizer step ended: keep its loss (averaged over micro-batches) on the device."""
+        self.pending.append((step, epoch, lr, self.loss_sum / self.count))
+        self.loss_sum, self.count = torch.zeros_like(self.loss_sum), 0
 
-    def reset(self) -> None:
-        self.loss_sum, self.count, self.start = torch.zeros_like(self.loss_sum), 0, time.perf_counter()
+    def read(
+        self, accelerator, stop: bool = False
+    ) -> tuple[list[tuple[int, int, float, float]], float, bool]:
+        """The pending steps with their losses averaged over processes, the seconds per step since the last
+        read, and whether any process was asked to stop."""
+        flag = torch.full_like(self.loss_sum, float(stop))  # a fill kernel: no host-to-device copy, no sync
+        values = torch.stack([*(loss for *_, loss in self.pending), flag])
+        *losses, stops = accelerator.reduce(values, reduction="mean").tolist()
+        seconds = (time.perf_counter() - self.start) / len(self.pending)
+        steps = [
+            (step, epoch, lr, loss) for (step, epoch, lr, _), loss in zip(self.pending, losses, strict=True)
+        ]
+        self.pending, self.start = [], time.perf_counter()
+        return steps, seconds, stops > 0
 
 
 def train_loop(
@@ -524,31 +547,23 @@ def _after_step(
     meter: _StepMeter,
     progress,
 ) -> None:
-    """An optimizer step is done: stop on a non-finite loss, record it, checkpoint, validate and evaluate
-    when due; asked to stop, checkpoint and stop."""
-    config, accelerator = run.config, run.accelerator
-    step_loss, elapsed, stopping = meter.read(accelerator, run.stop_requested)
-    if not math.isfinite(step_loss):
-        accelerator.end_training()
-        last = checkpoints.list_checkpoints(run.output_dir)
-        raise UserError(
-            f"the loss became {step_loss} at step {position.global_step}; training stopped "
-            f"(last good checkpoint: {last[-1] if last else 'none'}); try a lower --learning_rate "
-            "or --mixed_precision bf16"
-        )
-    record = {
-        "step": position.global_step,
-        "epoch": position.epoch,
-        "loss": step_loss,
-        "lr": schedule.lr_scheduler.get_last_lr()[0],
-        "images_per_s": schedule.total_batch_size / elapsed,
-        "peak_memory_mb": peak_memory_mb(accelerator.device),
-    }
-    run.metrics.write(record)
-    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=position.global_step)
+    """An optimizer step is done. When its loss is read (``_StepMeter``): stop on a non-finite loss, record
+    the steps since the last read; checkpoint, validate and evaluate when due; asked to stop, checkpoint
+    and stop."""
+    config, accelerator, step = run.config, run.accelerator, position.global_step
+    meter.close_step(step, position.epoch, schedule.lr_scheduler.get_last_lr()[0])
     progress.update(1)
-    progress.set_postfix(loss=f"{step_loss:.4f}", lr=f"{record['lr']:.2e}")
-    if position.global_step % config.checkpointing_steps == 0 or stopping:
+    due_checkpoint = step % config.checkpointing_steps == 0
+    due_validation = step % config.validation_steps == 0
+    due_evaluation = evaluate is not None and step % config.eval_steps == 0
+    due = due_checkpoint or due_validation or due_evaluation or step >= schedule.total_steps
+    if not (due or step % meter.every == 0):
+        return
+    steps, seconds, stopping = meter.read(accelerator, run.stop_requested)
+    for done, epoch, lr, loss in steps:
+        _record_step(run, schedule, done, epoch, lr, loss, seconds)
+    progress.set_postfix(loss=f"{steps[-1][3]:.4f}", lr=f"{steps[-1][2]:.2e}")
+    if due_checkpoint or stopping:
         saved = checkpoints.save_checkpoint(
             accelerator,
             run.output_dir,
@@ -562,14 +577,36 @@ def _after_step(
         if stopping:
             accelerator.end_training()
             raise Stopped(
-                f"saved {saved} at step {position.global_step} of {schedule.total_steps}; to continue, run "
+                f"saved {saved} at step {step} of {schedule.total_steps}; to continue, run "
                 "the same command with --resume_from_checkpoint latest"
             )
-    if position.global_step % config.validation_steps == 0:
-        validate(run, models, position.global_step)
-    if evaluate is not None and position.global_step % config.eval_steps == 0:
-        evaluate(run, models, position.global_step)
-    meter.reset()
+    if due_validation:
+        validate(run, models, step)
+    if due_evaluation:
+        evaluate(run, models, step)
+
+
+def _record_step(run: Run, schedule: Schedule, step: int, epoch: int, lr: float, loss: float, seconds: float):
+    """One step's metrics line and tracker values; a non-finite loss ends the run in one line."""
+    accelerator = run.accelerator
+    if not math.isfinite(loss):
+        accelerator.end_training()
+        last = checkpoints.list_checkpoints(run.output_dir)
+        raise UserError(
+            f"the loss became {loss} at step {step}; training stopped "
+            f"(last good checkpoint: {last[-1] if last else 'none'}); try a lower --learning_rate "
+            "or --mixed_precision bf16"
+        )
+    record = {
+        "step": step,
+        "epoch": epoch,
+        "loss": loss,
+        "lr": lr,
+        "images_per_s": schedule.total_batch_size / seconds,
+        "peak_memory_mb": peak_memory_mb(accelerator.device),
+    }
+    run.metrics.write(record)
+    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
 
 
 def finish(

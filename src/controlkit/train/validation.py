@@ -179,10 +179,12 @@ def precision(accelerator, weight_dtype):
 def sampling_pipeline(*, vae, text_encoder, tokenizer, unet, controlnet, config: TrainConfig, accelerator):
     """A ControlNet pipeline over the training's own models (UniPC, no progress bars), the ControlNet in
     eval mode for the block; afterwards its mode is restored and the memory sampling took is freed, so the
-    training state is left as it was. Validation and the in-training evaluation both sample through it."""
-    import torch
+    training state is left as it was. Validation and the in-training evaluation both sample through it.
+
+    The blocks the training step left in torch's cache are given back first, so sampling finds them free."""
     from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
 
+    _free_cached_memory()
     model = accelerator.unwrap_model(controlnet)
     was_training = model.training
     model.eval()
@@ -208,9 +210,16 @@ def sampling_pipeline(*, vae, text_encoder, tokenizer, unet, controlnet, config:
     finally:
         del pipeline
         model.train(was_training)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_cached_memory()
+
+
+def _free_cached_memory() -> None:
+    """Collect what Python still holds and give torch's cached CUDA blocks back."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def log_validation(
@@ -230,6 +239,9 @@ def log_validation(
 ) -> dict[str, float]:
     """Sample ``num_validation_images`` per pair with the ControlNet as trained so far, save and log the grid.
 
+    Images are sampled one at a time (batch 1, two with the guidance's unconditional half), so validation
+    needs no more memory than one image does: it fits wherever training does (``--vram 8``).
+
     Writes ``output_dir/validation/step-N.png``, logs the images to the accelerator's trackers, and
     returns ``{"validation/<key>": mean}`` over every output whose pair has an annotation ({} without a
     condition), for the caller to log with its metrics. The training state is left as it was: the
@@ -247,14 +259,15 @@ def log_validation(
     with sampling_pipeline(**models, config=config, accelerator=accelerator) as pipeline:
         for pair in pairs:
             generator = torch.Generator().manual_seed(settings.seed)
-            with torch.no_grad(), precision(accelerator, weight_dtype):
-                outputs = pipeline(
-                    pair.prompt,
-                    pair.conditioning_image,
-                    num_inference_steps=config.validation_inference_steps or DEFAULT_INFERENCE_STEPS,
-                    num_images_per_prompt=config.num_validation_images,
-                    generator=generator,
-                ).images
+            outputs = []
+            for _ in range(config.num_validation_images):  # one image at a time, as the reference does
+                with torch.no_grad(), precision(accelerator, weight_dtype):
+                    outputs += pipeline(
+                        pair.prompt,
+                        pair.conditioning_image,
+                        num_inference_steps=config.validation_inference_steps or DEFAULT_INFERENCE_STEPS,
+                        generator=generator,
+                    ).images
             # The pipeline rounds the size down to a multiple of 8; score in the annotation's pixel frame.
             outputs = [image.resize(pair.conditioning_image.size) for image in outputs]
             rows.append((pair, outputs))
