@@ -35,10 +35,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_job import read_steps  # noqa: E402
 
 RUNNER = """
 import json, os, runpy, sys
@@ -132,17 +136,31 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def bitsandbytes_error() -> str | None:
-    """None when bitsandbytes imports (in a child, so this process never touches CUDA); else why not."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return "bitsandbytes is not installed"
+def import_error(module: str) -> str | None:
+    """None when ``module`` imports (in a child, so this process never touches CUDA); else why not."""
+    package = module.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        return f"{package} is not installed"
     probe = subprocess.run(
-        [sys.executable, "-c", "import bitsandbytes.optim"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120
     )
     if probe.returncode == 0:
         return None
     lines = [line for line in probe.stderr.splitlines() if line.strip()]
-    return "bitsandbytes does not import: " + (lines[-1] if lines else f"exit {probe.returncode}")
+    return f"{package} does not import: " + (lines[-1] if lines else f"exit {probe.returncode}")
+
+
+def bitsandbytes_error() -> str | None:
+    return import_error("bitsandbytes.optim")
+
+
+def datasets_location_error() -> str | None:
+    """dill (datasets' hasher) pickles by value, and fails on, any module neither under sys.prefix nor in
+    a path with site-packages in it: where the wheels went elsewhere, say how to install them."""
+    datasets_file = importlib.util.find_spec("datasets").origin
+    if "site-packages" not in datasets_file and not datasets_file.startswith(sys.prefix):
+        return f"datasets is at {datasets_file}; install the wheels with --target /tmp/site-packages"
+    return None
 
 
 def gpu_info() -> dict:
@@ -230,15 +248,26 @@ def _ellipse_rows(rows: int, size: int) -> dict[str, list]:
     return columns
 
 
-def run_child(command: list[str], env: dict, log_path: Path, timeout: float) -> tuple[int | None, float]:
-    """Run to the end or to the timeout (then Ctrl-C, so the child still writes its peaks; then kill)."""
+def run_child(
+    command: list[str], env: dict, log_path: Path, timeout: float, stamps: dict[int, float] | None = None
+) -> tuple[int | None, float]:
+    """Run to the end or to the timeout (then Ctrl-C, so the child still writes its peaks; then kill).
+    With ``stamps``, also note when each step of the child's step bar first shows (train_job.read_steps)."""
     start = time.perf_counter()
     with log_path.open("wb") as log:
         child = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=log if stamps is None else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
+        reader = None
+        if stamps is not None:
+            reader = threading.Thread(target=read_steps, args=(child, log, stamps))
+            reader.start()
         try:
-            return child.wait(timeout=timeout), time.perf_counter() - start
+            code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGINT)
             try:
@@ -246,7 +275,11 @@ def run_child(command: list[str], env: dict, log_path: Path, timeout: float) -> 
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-            return None, time.perf_counter() - start
+            code = None
+        wall = time.perf_counter() - start
+        if reader is not None:
+            reader.join()
+        return code, wall
 
 
 def summarise(run: Run, code: int | None, wall: float, out: Path, log_path: Path, opts) -> dict:
@@ -453,10 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     json_path = opts.json or (Path(os.environ["OUT"]) / "gpu_presets.json" if os.environ.get("OUT") else None)
 
-    datasets_file = importlib.util.find_spec("datasets").origin
-    if "site-packages" not in datasets_file and not datasets_file.startswith(sys.prefix):
-        # dill (datasets' hasher) pickles such modules by value, and fails: install where it looks.
-        sys.exit(f"datasets is at {datasets_file}; install the wheels with --target /tmp/site-packages")
+    if error := datasets_location_error():
+        sys.exit(error)
     import torch
 
     cuda = torch.cuda.is_available()

@@ -224,7 +224,6 @@ def sd21_flop_split(workdir: Path) -> dict[str, float]:
 
         parts = build_sd21_components(folder / "tokenizer", device="meta")
         for name in ("unet", "vae", "text_encoder"):
-            parts[name].config.to_json_file(folder / name / "config.json") if name != "text_encoder" else None
             (folder / name).mkdir(parents=True, exist_ok=True)
             if name == "text_encoder":
                 parts[name].config.save_pretrained(folder / name)
@@ -341,27 +340,26 @@ def main(argv: list[str] | None = None) -> int:
     for item in opts.rows:
         name, _, flags = item.partition("=")
         rows[name] = (ck, shlex.split(flags))
-    results = {}
-    for name, (trainer, flags) in rows.items():
-        if opts.only and name not in opts.only:
-            continue
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        results[name] = profile(name, trainer, flags, model, data, opts)
     flops = {f"{opts.model} {opts.resolution}px": flop_split(model, opts.resolution)}
     flops["SD 2.1-base 512px"] = sd21_flop_split(opts.workdir)
-    print_tables(results, flops)
     report = {
         "model": opts.model,
         "resolution": opts.resolution,
         "steps": opts.steps,
         "warmup": opts.warmup,
         "threads": opts.threads,
-        "results": results,
+        "results": {},
         "gflops_per_image": flops,
     }
-    if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(report, indent=2) + "\n")
+    for name, (trainer, flags) in rows.items():
+        if opts.only and name not in opts.only:
+            continue
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        report["results"][name] = profile(name, trainer, flags, model, data, opts)
+        if opts.json:  # after every row, so a cut-off run keeps what it measured
+            opts.json.parent.mkdir(parents=True, exist_ok=True)
+            opts.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_tables(report["results"], flops)
     return 0
 
 
