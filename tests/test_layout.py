@@ -59,7 +59,8 @@ def test_the_rules_catch_what_they_are_for(tmp_path, monkeypatch):
         "    if 'face' in condition.name:\n"
         "        return 1\n"
         "    return config.condition == 'face-landmarks'\n"
-        + "def long():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES + 1)
+        + "def long():\n"
+        + "    x = 1\n" * (MAX_FUNCTION_LINES + 1)
     )
     (tmp_path / "stage.py").write_text(source)
     monkeypatch.setattr("test_layout.ROOT", tmp_path)

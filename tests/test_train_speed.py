@@ -41,9 +41,23 @@ def test_fast_sets_its_preset_and_given_flags_win(capsys):
 def test_fast_adds_the_cuda_options_only_where_cuda_is(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     config = TrainConfig.from_args([*BASE, "--fast"])
-    assert config.allow_tf32 and config.channels_last and config.dataloader_num_workers == 2
+    assert config.allow_tf32 and config.channels_last
     assert not speed.channels_last_applies(config, torch.device("cpu"))
     assert speed.channels_last_applies(config, torch.device("cuda"))
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(16, 4), (3, 2), (1, 0)])
+def test_workers_load_data_on_cuda_unless_told_otherwise(monkeypatch, cores, expected):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    default = TrainConfig.from_args(BASE)
+    assert default.dataloader_num_workers == 0  # the reference's default, kept
+    assert speed.data_workers(default, cuda) == expected
+    assert speed.data_workers(default, cpu) == 0
+    assert speed.data_workers(TrainConfig.from_args([*BASE, "--dataloader_num_workers=0"]), cuda) == 0
+    assert speed.data_workers(TrainConfig.from_args([*BASE, "--dataloader_num_workers=3"]), cpu) == 3
 
 
 def test_bf16_becomes_fp16_on_a_gpu_without_it(capsys):

@@ -210,6 +210,7 @@ def prepare_cache(
     accelerator,
     weight_dtype,
     with_text: bool,
+    workers: int = 0,
 ) -> LatentCache:
     """Find the cache for this run or build it (on the main process, while the others wait); with
     ``with_text`` it holds the text embeddings too."""
@@ -229,7 +230,7 @@ def prepare_cache(
                 weight_dtype,
                 tmp,
                 config.train_batch_size,
-                config.dataloader_num_workers,
+                workers,
             )
             if folder.exists():
                 shutil.rmtree(folder)

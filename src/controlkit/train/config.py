@@ -94,7 +94,11 @@ class TrainConfig:
     use_8bit_adam: bool = option(
         False, "8-bit Adam from bitsandbytes (needs a CUDA GPU and controlkit[lowmem])."
     )
-    dataloader_num_workers: int = option(0, "Worker processes loading data (0: in the main process).")
+    dataloader_num_workers: int = option(
+        0,
+        "Worker processes loading data (0: in the main process). Not given: 0 on a CPU, and on CUDA up to 4 "
+        "(one core left to the main process), so decoding images never holds up the GPU.",
+    )
     adam_beta1: float = option(0.9, "Adam beta1.")
     adam_beta2: float = option(0.999, "Adam beta2.")
     adam_weight_decay: float = option(1e-2, "Adam weight decay.")
@@ -134,7 +138,7 @@ class TrainConfig:
     fast: bool = option(
         False,
         "Speed preset: the latent cache, bf16 mixed precision (fp16 where the GPU has no bf16), and on "
-        "CUDA TF32 matmuls, channels-last tensors and 2 data-loader workers (flags you give win).",
+        "CUDA TF32 matmuls and channels-last tensors (flags you give win).",
     )
     compile: bool = option(
         False,

@@ -3,8 +3,9 @@ often the loop reads the loss back from the device.
 
 What is safe and always faster is on by default: the latent cache for runs of more than one epoch (it
 samples latents from the stored distribution, so it trains exactly as encoding every step does), fused
-AdamW on CUDA, and reading the loss back every ``SYNC_EVERY_STEPS_ON_GPU`` steps on a GPU instead of every
-step (each read waits for the GPU to finish its queue). The rest changes numerics or start-up time and
+AdamW, data-loader workers with pinned memory on CUDA, and reading the loss back every
+``SYNC_EVERY_STEPS_ON_GPU`` steps on a GPU instead of every step (each read waits for the GPU to finish
+its queue). The rest changes numerics or start-up time and
 sits behind ``--fast`` and ``--compile``.
 """
 
@@ -18,10 +19,14 @@ from controlkit.console import say
 FAST_PRESET: dict[str, Any] = {"cache_latents": True, "mixed_precision": "bf16"}
 """What --fast sets everywhere."""
 
-FAST_PRESET_CUDA: dict[str, Any] = {"allow_tf32": True, "channels_last": True, "dataloader_num_workers": 2}
+FAST_PRESET_CUDA: dict[str, Any] = {"allow_tf32": True, "channels_last": True}
 """What --fast adds where CUDA is available. Not on a CPU: oneDNN runs these convolutions faster in the
-default layout there (measured: 1.09x slower channels-last), TF32 is a GPU feature, and workers would take
-cores from the step."""
+default layout there (measured: 1.09x slower channels-last), and TF32 is a GPU feature."""
+
+MAX_AUTO_WORKERS = 4
+"""Data-loader workers on CUDA when --dataloader_num_workers is not given: decoding and resizing a batch of
+512 px images takes tens of milliseconds, as long as a whole step on a fast GPU, so it must not happen in
+the process that drives the GPU; a few workers keep ahead of it."""
 
 SYNC_EVERY_STEPS_ON_GPU = 10
 """Steps between two reads of the loss on a GPU: its metrics line, the non-finite check and the agreed
@@ -85,6 +90,16 @@ def optimizer_options(device, use_8bit_adam: bool) -> dict[str, Any]:
     if device.type == "cuda" and not use_8bit_adam:
         return {"fused": True}
     return {}
+
+
+def data_workers(config, device) -> int:
+    """--dataloader_num_workers as given; not given, 0 on a CPU (workers would take its cores from the
+    step) and on CUDA up to ``MAX_AUTO_WORKERS``, leaving a core to the main process."""
+    import os
+
+    if config.is_given("dataloader_num_workers") or device.type != "cuda":
+        return config.dataloader_num_workers
+    return max(0, min(MAX_AUTO_WORKERS, (os.cpu_count() or 1) - 1))
 
 
 def loader_options(num_workers: int, device) -> dict[str, Any]:

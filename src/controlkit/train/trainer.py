@@ -278,6 +278,7 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
     config, accelerator, base = run.config, run.accelerator, models.base
     pairs = PairedImages(data, base.tokenizer)
     processes = accelerator.num_processes
+    workers = speed.data_workers(config, accelerator.device)
     cache = None
     if speed.uses_latent_cache(config, len(pairs), processes):
         from controlkit.train.cache import CachedPairs, prepare_cache
@@ -292,6 +293,7 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
             accelerator=accelerator,
             weight_dtype=models.weight_dtype,
             with_text=config.cache_text_embeddings,
+            workers=workers,
         )
         dataset = CachedPairs(pairs, cache)
         models.encoders.park(text_encoder_too=cache.has_text)
@@ -324,7 +326,7 @@ def training_inputs(run: Run, data: TrainingData, models: TrainingModels) -> Inp
         sampler=sampler,
         batch_size=config.train_batch_size,
         collate_fn=collate,
-        **speed.loader_options(config.dataloader_num_workers, accelerator.device),
+        **speed.loader_options(workers, accelerator.device),
     )
     return Inputs(dataset, sampler, loader, encode, empty_prompt_embeds)
 
