@@ -97,6 +97,7 @@ def test_the_latent_cache_is_on_for_runs_of_more_than_one_epoch(flags, rows, epo
     assert speed.epochs_planned(config, rows, processes=1) == epochs
     assert speed.uses_latent_cache(config, rows, processes=1) is (epochs > 1)
     assert not speed.uses_latent_cache(TrainConfig.from_args([*BASE, *flags, "--no-cache_latents"]), rows, 1)
+    assert speed.uses_latent_cache(TrainConfig.from_args([*BASE, *flags, "--cache_text_embeddings"]), rows, 1)
 
 
 def test_a_multi_epoch_run_caches_by_default_and_trains_as_without(small_model_dir, dataset, tmp_path):

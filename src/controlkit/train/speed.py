@@ -68,10 +68,10 @@ def epochs_planned(config, rows: int, processes: int) -> int:
 
 def uses_latent_cache(config, rows: int, processes: int) -> bool:
     """--cache_latents as given, else on for runs of more than one epoch (the VAE encodes every image
-    once instead of once per epoch)."""
+    once instead of once per epoch) and whenever --cache_text_embeddings asks for the cache."""
     if config.cache_latents is not None:
         return config.cache_latents
-    return epochs_planned(config, rows, processes) > 1
+    return config.cache_text_embeddings or epochs_planned(config, rows, processes) > 1
 
 
 def channels_last_applies(config, device) -> bool:
