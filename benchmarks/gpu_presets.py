@@ -42,7 +42,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_job import read_steps  # noqa: E402
+from train_speed import read_steps  # noqa: E402
 
 RUNNER = """
 import json, os, runpy, sys
@@ -252,7 +252,7 @@ def run_child(
     command: list[str], env: dict, log_path: Path, timeout: float, stamps: dict[int, float] | None = None
 ) -> tuple[int | None, float]:
     """Run to the end or to the timeout (then Ctrl-C, so the child still writes its peaks; then kill).
-    With ``stamps``, also note when each step of the child's step bar first shows (train_job.read_steps)."""
+    With ``stamps``, also note when each step of the child's step bar first shows (train_speed.read_steps)."""
     start = time.perf_counter()
     with log_path.open("wb") as log:
         child = subprocess.Popen(

@@ -8,9 +8,10 @@ Every row is its own child process, timed from start to exit, so its start-up an
 - ``reference``: the diffusers example trainer (``.reference/train_controlnet.py``) with the walkthrough's
   flags: SD 2.1-base shapes (random weights), 512 px, batch 4, ``--mixed_precision fp16``, learning rate
   1e-5, 3 epochs over 64 rows, checkpoints and validation every 5000 steps (so none), xformers if it imports;
-- ``controlkit``: `controlkit train` with exactly those flags; ``controlkit-fast``: plus ``--fast``;
-  ``controlkit-fast-compile``: plus ``--fast --compile``. These four start cold (their own cache folders),
-  so data preparation, latent caching and compiling are in the wall time, as a user's first run has them;
+- ``controlkit``: `controlkit train` with exactly those flags; ``controlkit-fast``: ``--fast`` in place of
+  ``--mixed_precision fp16`` (so it runs the preset's bf16); ``controlkit-fast-compile``: plus
+  ``--compile``. These four start cold (their own cache folders), so data preparation, latent caching and
+  compiling are in the wall time, as a user's first run has them;
 - ``best-batch-N``: controlkit-fast at batch 8, 16, 32, 48 (stopping at the first that fails, e.g. out of
   memory) for a fixed number of steps: steady images/s, and with the model FLOPs of a training image the
   share of the card's dense bf16 peak;
@@ -21,8 +22,8 @@ Every row is its own child process, timed from start to exit, so its start-up an
   inside the measured steps: peak allocated, reserved, memory outside torch, and whether it fits.
 
 Steady images/s comes from the step bar's timestamps after the warm-up steps (the same clock for both
-trainers); the trainer's own figure (median ``images_per_s`` of metrics.jsonl) is kept beside it, and is
-the vram rows' figure (their step bar includes the validation). Each row
+trainers; for the vram rows up to the validation step, stamped before it runs); the trainer's own figure
+(median ``images_per_s`` of metrics.jsonl) is kept beside it. Each row
 has a timeout and the suite a time budget: a row that would start too late is recorded as "skipped (time
 budget)", and the JSON (card, driver, CUDA, versions, every row with its flags, status, figures and, on
 failure, its log's tail) is rewritten after every row, so a cut-off run still returns what it measured.
@@ -182,7 +183,8 @@ GPU_PLAN = Plan(
     model="SD-2.1-base shapes, random weights",
     resolution=512,
     rows=64,
-    warmup=10,  # controlkit reads the loss back every 10 steps on a GPU: steps 10 and the last are synced
+    warmup=10,  # the rate runs from step 10 to the last: controlkit reads the loss back every 10 steps on a
+    # GPU, and its bar is stamped just before each read, so both ends trail the GPU alike
     batch_rows=192,
     batch_sizes=(8, 16, 32, 48),
     batch_steps=20,
@@ -320,10 +322,9 @@ class Suite:
         }
         result.update(options_text=row.shown, flags=flags, batch=row.batch)
         result["trainer_images_per_s"] = result.pop("images_per_s")
-        del result["steps_done"]  # metrics lines, not steps: a GPU run writes one every few steps
-        result.update(step_bar_figures(stamps, started, started + wall, row.warmup, row.batch))
-        if row.preset is not None:  # the step bar's rate would include the validation
-            result["images_per_s"] = result["trainer_images_per_s"]
+        del result["steps_done"]  # the step bar's count (below) is the one both trainers have
+        last = self.plan.validation_step if row.preset is not None else None  # stamped before validating
+        result.update(step_bar_figures(stamps, started, started + wall, row.warmup, row.batch, last))
         record = json.loads(peak.read_text()) if peak.is_file() else {}
         if "peak_allocated_gib" not in result and "rss_mb" in record:
             result["peak_rss_gib"] = record["rss_mb"] / 1024
@@ -337,13 +338,15 @@ class Suite:
         return result
 
 
-def step_bar_figures(stamps: dict[int, float], start: float, end: float, warmup: int, batch: int) -> dict:
+def step_bar_figures(
+    stamps: dict[int, float], start: float, end: float, warmup: int, batch: int, last: int | None = None
+) -> dict:
     """From the step bar's timestamps: time to the first step, steps seen, the end, and steady images/s
-    over the steps after ``warmup`` (the same clock for every trainer)."""
+    from step ``warmup`` to ``last`` (default: the last step; the same clock for every trainer)."""
     steps = sorted(s for s in stamps if s > 0)
     if not steps:
         return {"steps": 0, "images_per_s": None}
-    steady = [s for s in steps if s >= warmup]
+    steady = [s for s in steps if s >= warmup and (last is None or s <= last)]
     rate = None
     if len(steady) >= 2 and stamps[steady[-1]] > stamps[steady[0]]:
         rate = batch * (steady[-1] - steady[0]) / (stamps[steady[-1]] - stamps[steady[0]])
@@ -448,9 +451,11 @@ def prepare(suite: Suite) -> dict:
     return {"model": model, "data": data, "batch_data": batch_data, "image": image, "prompt": first["text"]}
 
 
-def walkthrough(suite: Suite, paths: dict, data: Path | None = None) -> list[str]:
-    """The walkthrough's command line (train_job's), with fp16 on CUDA and xformers where it imports."""
-    extra = ["--mixed_precision=fp16"] if suite.cuda else []
+def walkthrough(suite: Suite, paths: dict, data: Path | None = None, fast: bool = False) -> list[str]:
+    """The walkthrough's command line (train_job's), with xformers where it imports, and with fp16 on CUDA
+    (the walkthrough's accelerate config) or, with ``fast``, ``--fast`` (its bf16: a precision flag given
+    beside it would win over the preset)."""
+    extra = ["--fast"] if fast else ["--mixed_precision=fp16"] if suite.cuda else []
     if suite.report["xformers_error"] is None:
         extra.append("--enable_xformers_memory_efficient_attention")
     job = SimpleNamespace(resolution=suite.plan.resolution, batch_size=4, epochs=3, flags=extra)
@@ -464,14 +469,15 @@ def walkthrough_rows(suite: Suite, paths: dict) -> list[Row]:
     timeout = plan.timeouts["walkthrough"]
     rows = [Row("reference", "reference", flags, "diffusers example", timeout, plan.warmup, reference=True)]
     rows.append(Row("controlkit", "controlkit", flags, "walkthrough flags", timeout, plan.warmup))
-    rows.append(Row("controlkit-fast", "controlkit-fast", [*flags, "--fast"], "--fast", timeout, plan.warmup))
+    fast = walkthrough(suite, paths, fast=True)
+    rows.append(Row("controlkit-fast", "controlkit-fast", fast, "--fast", timeout, plan.warmup))
     compile_flags = ["--fast", "--compile"]
     timeout = plan.timeouts["compile"]
     rows.append(
         Row(
             "controlkit-fast-compile",
             "controlkit-fast-compile",
-            [*flags, *compile_flags],
+            [*fast, "--compile"],
             " ".join(compile_flags),
             timeout,
             plan.warmup,
@@ -483,7 +489,7 @@ def walkthrough_rows(suite: Suite, paths: dict) -> list[Row]:
 def best_batch_row(suite: Suite, paths: dict, size: int) -> Row:
     """controlkit-fast at a larger batch for a fixed number of steps (one latent cache for every size)."""
     plan = suite.plan
-    args = [*walkthrough(suite, paths, paths["batch_data"]), "--fast", f"--train_batch_size={size}"]
+    args = [*walkthrough(suite, paths, paths["batch_data"], fast=True), f"--train_batch_size={size}"]
     args.append(f"--max_train_steps={plan.batch_steps}")
     shown = f"--fast --train_batch_size={size}"
     return Row(
@@ -501,7 +507,7 @@ def best_batch_row(suite: Suite, paths: dict, size: int) -> Row:
 def profile_row(suite: Suite, paths: dict) -> Row:
     """controlkit-fast with torch.profiler recording a few steps after the warm-up."""
     plan = suite.plan
-    args = [*walkthrough(suite, paths), "--fast", f"--max_train_steps={plan.profile_steps}"]
+    args = [*walkthrough(suite, paths, fast=True), f"--max_train_steps={plan.profile_steps}"]
     shown = f"--fast, torch.profiler over {plan.profile_active} steps"
     return Row(
         "profile",
@@ -593,7 +599,7 @@ def print_tables(report: dict, out: Path) -> None:
         )
     console.print(table)
     console.print(
-        "img/s: steady, from the step bar after the warm-up (vram rows: the trainer's own median); "
+        "img/s: steady, from the step bar after the warm-up (vram rows: up to their validation); "
         "x: over the reference (whole-job wall time; steady img/s); peak GiB: torch's max allocated on CUDA, "
         "peak RSS on a CPU; need: max reserved + memory outside torch (CUDA context)"
     )

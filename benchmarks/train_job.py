@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import shutil
@@ -46,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torchvision_shim import write_shim  # noqa: E402
-from train_speed import write_dataset  # noqa: E402
+from train_speed import read_steps, write_dataset  # noqa: E402
 
 FAST_FLAGS = "--fast"
 """What the README recommends for speed (a preset; see ``controlkit train --help``)."""
@@ -73,8 +72,6 @@ finally:
 """
 """Runs a trainer in a child process; writes its peak memory at exit."""
 
-STEP_BAR = re.compile(r"^\s*steps:?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\b", re.IGNORECASE)
-
 
 def write_model(kind: str, folder: Path, resolution: int) -> str:
     """The base model folder (written once per work folder), or the path given."""
@@ -93,7 +90,7 @@ def write_model(kind: str, folder: Path, resolution: int) -> str:
 
 
 def walkthrough_flags(model: str, data: Path, output_dir: Path, opts: argparse.Namespace) -> list[str]:
-    """The walkthrough's command line in miniature (no xformers, Hub or wandb here)."""
+    """The walkthrough's command line in miniature (no Hub or wandb here; ``opts.flags`` adds the rest)."""
     return [
         f"--pretrained_model_name_or_path={model}",
         f"--dataset_name={data}",
@@ -108,20 +105,6 @@ def walkthrough_flags(model: str, data: Path, output_dir: Path, opts: argparse.N
         "--seed=0",
         *opts.flags,
     ]
-
-
-def read_steps(child: subprocess.Popen, log, stamps: dict[int, float]) -> None:
-    """Copy the child's output to ``log``; stamp the first sighting of each step of its step bar."""
-    pending = b""
-    while chunk := os.read(child.stdout.fileno(), 65536):
-        now = time.perf_counter()
-        log.write(chunk)
-        pending += chunk
-        *segments, pending = re.split(rb"[\r\n]", pending)
-        for segment in segments:
-            match = STEP_BAR.match(segment.decode("utf-8", "replace"))
-            if match:
-                stamps.setdefault(int(match.group(1)), now)
 
 
 def run_job(name: str, trainer: tuple, extra: list[str], model: str, data: Path, opts, rep: int) -> dict:
@@ -266,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {name: row for name, row in rows.items() if not opts.only or name in opts.only}
     names = list(rows)
     runs: dict[str, list[dict]] = {name: [] for name in names}
+    load_before = os.getloadavg()
     for rep in range(opts.repeats):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
@@ -292,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
-            "load_before": os.getloadavg(),
+            "load_before": load_before,
         },
         "results": results,
         "speedup_over_reference": ratios,

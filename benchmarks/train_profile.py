@@ -9,8 +9,9 @@ Each trainer runs in a child process with timers wrapped around the parts every 
 resizing, collating), the VAE's encode, the text encoder, the ControlNet's and the UNet's forward, the
 backward pass split where the gradient reaches the ControlNet's outputs (before: back through the frozen
 UNet; after: through the ControlNet), and the optimizer (gradient clipping and the AdamW step). A step is
-the time from one batch request to the next; "other" is what the parts leave (noise, the loss, logging,
-zeroing gradients). The first ``--warmup`` steps are left out. ``torch.profiler`` records the operators of
+the time from the end of one optimizer step to the end of the next; "other" is what the parts leave
+(noise, the loss, logging, zeroing gradients). The first ``--warmup`` steps (at least 1: the first step
+has no start) are left out. ``torch.profiler`` records the operators of
 the measured steps: the table lists the ``--ops`` that took the most time.
 
 The model FLOPs of one training image per part (``torch.utils.flop_counter`` on the meta device, no
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -235,8 +237,6 @@ def sd21_flop_split(workdir: Path) -> dict[str, float]:
 def profile(name: str, trainer: tuple, flags: list[str], model: str, data: Path, opts) -> dict:
     kind, target, prefix = trainer
     folder = opts.workdir / "profile" / name
-    import shutil
-
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     args = [
@@ -324,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/controlkit-train-job"))
     parser.add_argument("--json", type=Path, help="also write the results here")
     opts = parser.parse_args(argv)
+    if opts.warmup < 1:
+        parser.error("--warmup must be at least 1: the first step has no start to time it from")
     opts.workdir.mkdir(parents=True, exist_ok=True)
     model = write_model(opts.model, opts.workdir / f"model-{opts.model}", opts.resolution)
     rows_needed = 4 * (opts.steps + opts.warmup + 1)

@@ -100,17 +100,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _read_steps(child: subprocess.Popen, log, stamps: dict[int, tuple], total: int) -> None:
-    """Copy the child's output to ``log``; stamp the first sighting of each step with wall and CPU time."""
+def read_steps(
+    child: subprocess.Popen, log, stamps: dict[int, object], total: int | None = None, cpu: bool = False
+) -> None:
+    """Copy the child's output to ``log``; stamp the first sighting of each step of its step bar (of
+    ``total`` steps, when given) with the wall clock, and with ``cpu`` the child's CPU time too."""
     pending = b""
     while chunk := os.read(child.stdout.fileno(), 65536):
-        now = (time.perf_counter(), cpu_seconds(child.pid))
+        now = (time.perf_counter(), cpu_seconds(child.pid)) if cpu else time.perf_counter()
         log.write(chunk)
         pending += chunk
         *segments, pending = re.split(rb"[\r\n]", pending)
         for segment in segments:
             match = STEP_BAR.match(segment.decode("utf-8", "replace"))
-            if match and int(match.group(2)) == total:
+            if match and (total is None or int(match.group(2)) == total):
                 stamps.setdefault(int(match.group(1)), now)
 
 
@@ -128,7 +131,7 @@ def run_trainer(name: str, kind: str, target: str, args: list[str], opts: argpar
     start = time.perf_counter()
     with log_path.open("wb") as log:
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        reader = threading.Thread(target=_read_steps, args=(child, log, stamps, opts.steps))
+        reader = threading.Thread(target=read_steps, args=(child, log, stamps, opts.steps, True))
         reader.start()
         code = child.wait()
         reader.join()

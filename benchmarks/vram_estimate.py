@@ -402,7 +402,7 @@ def training_steps(
     tracker.track_external(*external)
     with tracker:
         for step in range(2):
-            for micro in range(preset.accumulation if step else min(preset.accumulation, 1)):
+            for micro in range(preset.accumulation if step else 1):  # step 0 makes Adam's states
                 tracker.reset_mod_stats()  # MemTracker refuses a second forward of a root module otherwise
                 loss = training_loss(
                     _batch(preset, resolution),

@@ -13,8 +13,9 @@ from PIL import Image
 
 from controlkit.cli import main
 from controlkit.errors import UserError
-from controlkit.infer.generate import MAX_SEED, output_size
+from controlkit.infer.generate import output_size
 from controlkit.infer.pipeline import min_size
+from controlkit.seeds import MAX_SEED
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

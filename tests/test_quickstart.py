@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +137,21 @@ def test_a_quickstart_that_stopped_early_is_started_again_by_the_same_command(tm
     (out / "mine.txt").write_text("a folder that is not an unfinished quickstart")
     (out / run.UNFINISHED).unlink()
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_a_stop_while_building_says_to_run_quickstart_again_not_to_resume(tmp_path, monkeypatch, capsys):
+    """data build's own stop line says --resume, which quickstart has not: quickstart says what it has."""
+    from controlkit.data import build
+    from controlkit.stopping import EXIT_STOPPED, Stopped
+
+    def stopped(config):
+        raise Stopped(build.stopped_line(3, 8, "inputs", Path(config.out)))
+
+    monkeypatch.setattr(build, "build_dataset", stopped)
+    assert main(["quickstart", "--out", str(tmp_path / "out"), "--images", "8"]) == EXIT_STOPPED
+    err = capsys.readouterr().err
+    assert "stopped: while building dataset; run the same command again (it starts over)" in err
+    assert "--resume" not in err
 
 
 def test_a_base_folder_without_a_pipeline_is_one_line_error(tmp_path, capsys):

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from controlkit.metadata import ControlNetInfo
-from train_helpers import make_dataset, run_training, train_args
+from train_helpers import interrupt_at, make_dataset, run_training, train_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,20 +39,6 @@ def test_trains_and_saves_a_diffusers_controlnet(small_model_dir, dataset, tmp_p
     assert torch.isfinite(next(controlnet.parameters())).all()
 
 
-def _interrupt_at(monkeypatch, step: int) -> None:
-    """Make the run die (like a killed job) when it reaches ``step``."""
-    from controlkit.train.metrics import MetricsLog
-
-    original = MetricsLog.write
-
-    def write(self, record):
-        if record.get("step") == step:
-            raise KeyboardInterrupt
-        original(self, record)
-
-    monkeypatch.setattr(MetricsLog, "write", write)
-
-
 def _weights(folder):
     from safetensors.torch import load_file
 
@@ -73,7 +59,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(
     extra = ["--max_train_steps=6", "--proportion_empty_prompts=0.5", *flags]
     whole = run_training(train_args(small_model_dir, dataset, tmp_path / "whole", *extra))
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, cut_at)
+        interrupt_at(patch, cut_at)
         with pytest.raises(KeyboardInterrupt):
             run_training(train_args(small_model_dir, dataset, tmp_path / "cut", *extra))
     assert not (tmp_path / "cut" / "diffusion_pytorch_model.safetensors").exists()

@@ -8,7 +8,7 @@ import torch
 
 from controlkit.train import speed
 from controlkit.train.config import TrainConfig
-from train_helpers import make_dataset, run_training, same_weights, train_args
+from train_helpers import interrupt_at, make_dataset, run_training, same_weights, train_args
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -100,7 +100,9 @@ def test_the_latent_cache_is_on_for_runs_of_more_than_one_epoch(flags, rows, epo
     assert speed.uses_latent_cache(TrainConfig.from_args([*BASE, *flags, "--cache_text_embeddings"]), rows, 1)
 
 
-def test_a_multi_epoch_run_caches_by_default_and_trains_as_without(small_model_dir, dataset, tmp_path):
+def test_a_multi_epoch_run_caches_by_default_and_trains_as_without(
+    small_model_dir, dataset, tmp_path, monkeypatch
+):
     from diffusers import AutoencoderKL
 
     extra = ["--max_train_steps=8", "--proportion_empty_prompts=0.5", f"--latents_cache_dir={tmp_path / 'c'}"]
@@ -115,11 +117,8 @@ def test_a_multi_epoch_run_caches_by_default_and_trains_as_without(small_model_d
         encodes.append(args[0].shape[0])
         return original(self, *args, **kwargs)
 
-    AutoencoderKL.encode = counting
-    try:
-        cached = run_training(train_args(small_model_dir, dataset, tmp_path / "auto", *extra))
-    finally:
-        AutoencoderKL.encode = original
+    monkeypatch.setattr(AutoencoderKL, "encode", counting)
+    cached = run_training(train_args(small_model_dir, dataset, tmp_path / "auto", *extra))
     assert sum(encodes) == 8  # each of the 8 images once, for 2 epochs
     assert len(_caches(tmp_path / "c")) == 1
     assert [r["epoch"] for r in cached] == [0] * 4 + [1] * 4
@@ -166,8 +165,6 @@ def test_reading_the_loss_every_few_steps_records_every_step_the_same(
 def test_fast_resumes_exactly(small_model_dir, dataset, tmp_path, monkeypatch):
     """--fast on a CPU (bf16 and the latent cache): a run cut after its checkpoint and resumed ends as the
     uninterrupted one."""
-    from controlkit.train.metrics import MetricsLog
-
     extra = [
         "--fast",
         "--max_train_steps=6",
@@ -175,15 +172,8 @@ def test_fast_resumes_exactly(small_model_dir, dataset, tmp_path, monkeypatch):
         f"--latents_cache_dir={tmp_path / 'c'}",
     ]
     whole = run_training(train_args(small_model_dir, dataset, tmp_path / "whole", *extra))
-    original = MetricsLog.write
-
-    def dies_at_step_5(self, record):
-        if record.get("step") == 5:
-            raise KeyboardInterrupt
-        original(self, record)
-
     with monkeypatch.context() as patch:
-        patch.setattr(MetricsLog, "write", dies_at_step_5)
+        interrupt_at(patch, 5)
         with pytest.raises(KeyboardInterrupt):
             run_training(train_args(small_model_dir, dataset, tmp_path / "cut", *extra))
     resumed = run_training(
@@ -194,15 +184,23 @@ def test_fast_resumes_exactly(small_model_dir, dataset, tmp_path, monkeypatch):
     assert same_weights(tmp_path / "whole", tmp_path / "cut", atol=1e-6)
 
 
-def test_compile_trains_like_eager(small_model_dir, dataset, tmp_path, capsys):
+def test_compile_trains_like_eager(small_model_dir, dataset, tmp_path, capsys, monkeypatch):
     """Regional torch.compile of the repeated blocks gives the eager loss sequence (inductor's fused
     kernels round differently: within 1e-4), or eager mode and one line where no compiler works."""
+    from torch._dynamo.utils import counters
+
     extra = ["--max_train_steps=3"]
     eager = run_training(train_args(small_model_dir, dataset, tmp_path / "eager", *extra))
+    compiled_blocks = []
+    compile_blocks = speed.compile_blocks
+    monkeypatch.setattr(speed, "compile_blocks", lambda *a: compiled_blocks.append(compile_blocks(*a)))
+    graphs_before = counters["stats"]["unique_graphs"]
     compiled = run_training(train_args(small_model_dir, dataset, tmp_path / "compiled", *extra, "--compile"))
-    problem = speed.compiler_works(torch.device("cpu"))
-    if problem is not None:
-        assert "training in eager mode" in capsys.readouterr().err
+    if speed.compiler_works(torch.device("cpu")) is None:
+        assert compiled_blocks[0] > 0  # both models' resnet and transformer blocks
+        assert counters["stats"]["unique_graphs"] > graphs_before  # and they ran compiled
+    else:
+        assert compiled_blocks == [0] and "training in eager mode" in capsys.readouterr().err
     assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-4)
     assert same_weights(tmp_path / "eager", tmp_path / "compiled", atol=1e-4)
 

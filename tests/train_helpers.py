@@ -81,6 +81,20 @@ def run_training(argv: list[str]) -> list[dict]:
     return [r for r in read_metrics(output_dir) if "loss" in r]
 
 
+def interrupt_at(monkeypatch, step: int) -> None:
+    """Make the run die (like a killed job) when it reaches ``step``."""
+    from controlkit.train.metrics import MetricsLog
+
+    original = MetricsLog.write
+
+    def write(self, record):
+        if record.get("step") == step:
+            raise KeyboardInterrupt
+        original(self, record)
+
+    monkeypatch.setattr(MetricsLog, "write", write)
+
+
 def final_weights(output_dir: Path) -> dict:
     """The trained ControlNet's tensors (saved at the root of output_dir)."""
     from safetensors.torch import load_file

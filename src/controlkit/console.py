@@ -21,6 +21,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def size_text(count: float) -> str:
+    """Bytes as disks are sold (1 KB = 1000 bytes): 1234567 -> "1.2 MB"."""
+    units = ["bytes", "KB", "MB", "GB", "TB"]
+    while count >= 1000 and len(units) > 1:
+        count, units = count / 1000, units[1:]
+    return f"{count:.0f} {units[0]}" if units[0] == "bytes" else f"{count:.1f} {units[0]}"
+
+
 def say(message: str) -> None:
     """Print a one-line note to stderr, from the main process only."""
     if is_main_process():

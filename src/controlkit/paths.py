@@ -1,4 +1,5 @@
-"""Where things are: a local folder or a Hub repo, and controlkit's own cache folder.
+"""Where things are: a local folder or a Hub repo, controlkit's own cache folder, and how a local path is
+shown in what a user may publish (cards, settings records: its last component only).
 
 Every stage accepts a Hub id wherever it accepts a folder; this is the one rule that tells them apart.
 A name that exists here is local. Otherwise ``owner/name`` is a Hub id, and anything else (``./x``,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from controlkit.errors import UserError
 
@@ -41,3 +43,31 @@ def cache_dir(*parts: str) -> Path:
     """``$XDG_CACHE_HOME/controlkit/...`` (``~/.cache`` when unset): what controlkit keeps between runs."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root, "controlkit", *parts)
+
+
+def _is_local_path(text: str) -> bool:
+    try:
+        return os.path.isabs(text) or Path(text).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a path
+        return False
+
+
+def public_name(value: Any) -> Any:
+    """A local path (``/home/me/photos``, ``blip:/models/blip``) as its last component (``photos``,
+    ``blip:blip``); anything else (a Hub id, a word, a number) as it is."""
+    if not isinstance(value, str | os.PathLike):
+        return value
+    text = str(value)
+    head, colon, tail = text.partition(":")
+    if colon and tail and not _is_local_path(text) and _is_local_path(tail):
+        return f"{head}:{public_name(tail)}"
+    return (Path(text).expanduser().name or text) if _is_local_path(text) else text
+
+
+def public_settings(settings: Any) -> Any:
+    """``settings`` (dicts and lists of them) with every local path shortened by ``public_name``."""
+    if isinstance(settings, dict):
+        return {key: public_settings(value) for key, value in settings.items()}
+    if isinstance(settings, list | tuple):
+        return [public_settings(value) for value in settings]
+    return public_name(settings)

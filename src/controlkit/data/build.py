@@ -360,7 +360,7 @@ def _card_info(
 ) -> dict[str, Any]:
     """What the dataset card tells: provenance, counts, columns, skipped and ignored inputs and the build
     settings, local folders named by their last component only (the card may be published)."""
-    from controlkit.data.card import public_settings
+    from controlkit.paths import public_settings
 
     return {
         "name": report.out.name,

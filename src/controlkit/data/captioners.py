@@ -11,8 +11,8 @@ from typing import Any
 
 from PIL import Image
 
-from controlkit.data.card import public_name
 from controlkit.errors import UserError, first_line
+from controlkit.paths import public_name
 
 BLIP_DEFAULT = "Salesforce/blip-image-captioning-base"
 

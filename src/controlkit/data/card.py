@@ -7,7 +7,6 @@ A card travels with the dataset to the Hub, so it names local folders by their l
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +21,6 @@ _TILE = (192, 192)
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _is_local_path(text: str) -> bool:
-    try:
-        return os.path.isabs(text) or Path(text).expanduser().exists()
-    except (OSError, ValueError):  # a name too long for a path, a NUL byte: not a path
-        return False
-
-
-def public_name(value: Any) -> Any:
-    """A local path (``/home/me/photos``, ``blip:/models/blip``) as its last component (``photos``,
-    ``blip:blip``); anything else (a Hub id, a word, a number) as it is."""
-    if not isinstance(value, str | os.PathLike):
-        return value
-    text = str(value)
-    head, colon, tail = text.partition(":")
-    if colon and tail and not _is_local_path(text) and _is_local_path(tail):
-        return f"{head}:{public_name(tail)}"
-    return (Path(text).expanduser().name or text) if _is_local_path(text) else text
-
-
-def public_settings(settings: Any) -> Any:
-    """``settings`` (dicts and lists of them) with every local path shortened by ``public_name``."""
-    if isinstance(settings, dict):
-        return {key: public_settings(value) for key, value in settings.items()}
-    if isinstance(settings, list | tuple):
-        return [public_settings(value) for value in settings]
-    return public_name(settings)
 
 
 def write_card(folder: Path, info: dict[str, Any]) -> Path:

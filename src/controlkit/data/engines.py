@@ -28,11 +28,17 @@ def start(engine: str) -> None:
     """Start the engine's runtime now, before the command takes SIGTERM over (``graceful_stop``): ``ray.init``
     installs a SIGTERM handler of its own that exits at once, which would undo the graceful stop."""
     if engine == "ray":
-        from controlkit.errors import require
+        _ray()
 
-        ray = require("ray", "ray")
-        if not ray.is_initialized():
-            ray.init()
+
+def _ray():
+    """The ray module, its runtime started (a local Ray, or the cluster ``ray.init`` connects to)."""
+    from controlkit.errors import require
+
+    ray = require("ray", "ray")
+    if not ray.is_initialized():
+        ray.init()
+    return ray
 
 
 def results(
@@ -140,11 +146,7 @@ def ray_results(
 ) -> Iterator[Any]:
     """The worker as a Ray Data job (a local Ray, or the cluster ``ray.init`` connects to), ``workers``
     actors of ``gpus_per_worker`` GPUs each."""
-    from controlkit.errors import require
-
-    ray = require("ray", "ray")
-    if not ray.is_initialized():
-        ray.init()
+    ray = _ray()
     rows = [{"unit": unit} for unit in units]
     if not rows:
         return
@@ -159,9 +161,4 @@ def ray_results(
 
 def ray_gpus_per_worker() -> float:
     """One GPU per Ray actor where the cluster ``ray.init`` finds has GPUs, else none (CPU actors)."""
-    from controlkit.errors import require
-
-    ray = require("ray", "ray")
-    if not ray.is_initialized():
-        ray.init()
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 1.0 if _ray().cluster_resources().get("GPU", 0) >= 1 else 0.0

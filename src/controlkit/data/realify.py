@@ -41,14 +41,13 @@ from controlkit.data.realify_worker import Realifier, RealifyResult, RealifySett
 from controlkit.data.shards import ShardStore, holding, work_dir_for
 from controlkit.errors import UserError
 from controlkit.metadata import DatasetInfo
+from controlkit.seeds import check_seed_range
 from controlkit.stopping import Stopped, StopRequest, graceful_stop
 
 ROW_COLUMN = "_realify_row"
 ORIGINAL_COLUMN = "_realify_original"
 """Work columns of the shards: the row's number, and its original picture where the row was rejected."""
 NOTHING_FOUND = "the condition finds nothing in the repainted picture"
-MAX_SEED = 2**64 - 1
-"""The largest seed torch's generator takes."""
 
 
 @dataclass
@@ -91,7 +90,7 @@ def _realify(config: RealifyConfig) -> RealifyReport | None:
     out = new_out_folder(config.out)
     _check_models(config)
     data = open_input(config)
-    _check_seeds(config, data.rows)
+    check_seed_range(config.seed, data.rows, "rows", "row i is repainted with")
     processes = _processes()
     work_dir = work_dir_for(out)
     start_engine(config.engine)
@@ -135,15 +134,6 @@ def _validate(config: RealifyConfig) -> None:
         raise UserError(
             f"--prompt {config.prompt!r}: only {{text}} may stand in braces (double any other brace): {exc}"
         ) from exc
-
-
-def _check_seeds(config: RealifyConfig, rows: int) -> None:
-    """Row i is repainted with seed + i, which must fit torch's generator (0 to 2**64 - 1)."""
-    if config.seed < 0 or config.seed + rows - 1 > MAX_SEED:
-        raise UserError(
-            f"--seed {config.seed}: row i is repainted with seed + i, which must lie in 0..2**64 - 1; "
-            f"with {rows} rows the seed must be at most {MAX_SEED - rows + 1}"
-        )
 
 
 def _check_models(config: RealifyConfig) -> None:
@@ -439,7 +429,6 @@ def _write_extras(
     folder: Path, config: RealifyConfig, data: RealifyInput, store: ShardStore, report: RealifyReport
 ) -> None:
     """Beside the dataset: its DatasetInfo, realify.json, the card, the preview and the score histogram."""
-    from controlkit.data.card import public_settings
     from controlkit.data.realify_card import (
         HISTOGRAM_FILE,
         preview_rows,
@@ -447,6 +436,7 @@ def _write_extras(
         write_histogram,
         write_preview,
     )
+    from controlkit.paths import public_settings
 
     data.info.write(folder)
     summary = {

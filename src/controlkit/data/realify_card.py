@@ -118,7 +118,7 @@ def write_card(
     """README.md for the repainted dataset in ``folder``; local folders appear by their last component."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from controlkit.data.card import public_name, public_settings
+    from controlkit.paths import public_name, public_settings
 
     info, condition = data.info, data.condition
     dataset, base, controlnet = (

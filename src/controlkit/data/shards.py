@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from controlkit.console import size_text
 from controlkit.errors import UserError
 from controlkit.locks import LOCK_FILE, FolderLock
 
@@ -169,8 +170,8 @@ class ShardStore:
             reason = exc.strerror or str(exc).splitlines()[0] or type(exc).__name__
             raise UserError(
                 f"cannot write {what} in {self.work_dir}: {reason}; the rest of the build needs about "
-                f"{_size(needed())}, {_size(free)} is free there; free some space and run the same command "
-                "with --resume (finished shards are kept)"
+                f"{size_text(needed())}, {size_text(free)} is free there; free some space and run the same "
+                "command with --resume (finished shards are kept)"
             ) from exc
 
 
@@ -196,14 +197,6 @@ def _existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _size(count: float) -> str:
-    """1234567 -> "1.2 MB"."""
-    units = ["bytes", "KB", "MB", "GB", "TB"]
-    while count >= 1000 and len(units) > 1:
-        count, units = count / 1000, units[1:]
-    return f"{count:.0f} {units[0]}" if units[0] == "bytes" else f"{count:.1f} {units[0]}"
 
 
 def _has_null_column(features: Any) -> bool:

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from controlkit.data.card import public_name
 from controlkit.data.facesynthetics_source import PREFIX as FACESYNTHETICS
 from controlkit.data.facesynthetics_source import FaceSyntheticsSource
 from controlkit.data.inputs import FileItem, InputItem, Source
 from controlkit.data.synthetic_source import NAME as SYNTHETIC
 from controlkit.data.synthetic_source import SyntheticSource
 from controlkit.errors import UserError, first_line
-from controlkit.paths import is_hub_id
+from controlkit.paths import is_hub_id, public_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 GROUND_TRUTH: dict[str, str] = {

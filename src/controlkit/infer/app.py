@@ -20,8 +20,9 @@ from controlkit.errors import UserError, require
 from controlkit.infer.config import AppConfig, GenerateConfig
 from controlkit.infer.generate import draw_annotation, fit, generate, resolve_condition, work_size
 from controlkit.infer.panel import score_caption
-from controlkit.infer.pipeline import controlnet_config, load_pipeline
+from controlkit.infer.pipeline import load_pipeline
 from controlkit.metadata import ControlNetInfo
+from controlkit.models.loading import controlnet_config
 from controlkit.paths import cache_dir
 
 MAX_FILE_SIZE = "15mb"

@@ -26,11 +26,11 @@ from controlkit.errors import UserError
 from controlkit.images import to_rgb
 from controlkit.infer.config import GenerateConfig
 from controlkit.infer.panel import make_panel, score_caption
-from controlkit.infer.pipeline import controlnet_config, load_pipeline, min_size
+from controlkit.infer.pipeline import load_pipeline, min_size
 from controlkit.metadata import ControlNetInfo
+from controlkit.models.loading import controlnet_config
+from controlkit.seeds import check_seed_range
 
-MAX_SEED = 2**64 - 1
-"""The largest seed torch's generator takes."""
 MIN_WORK_SIZE = 512
 IMAGE_NAME = "image-{:02d}.png"
 _IMAGE_RE = re.compile(r"image-\d+\.png")
@@ -145,15 +145,6 @@ def output_size(height: int | None, width: int | None, resolution: int, smallest
     return round_to_8(width), round_to_8(height)
 
 
-def check_seeds(seed: int, count: int) -> None:
-    """Image ``i`` uses ``seed + i``, which must fit torch's generator: 0 to 2**64 - 1."""
-    if seed < 0 or seed + count - 1 > MAX_SEED:
-        raise UserError(
-            f"--seed {seed}: image i uses seed + i, which must lie in 0..2**64 - 1 ({MAX_SEED}); with "
-            f"{count} images the seed must be at most {MAX_SEED - count + 1}"
-        )
-
-
 @dataclass
 class _Control:
     """What the pipeline is steered by: the conditioning image, and the photo it came from (if any)."""
@@ -192,7 +183,7 @@ def generate(config: GenerateConfig, info: ControlNetInfo | None = None) -> Gene
         )
     if config.num_images < 1 or config.steps < 1:
         raise UserError("--num-images and --steps must be at least 1")
-    check_seeds(config.seed, config.num_images)
+    check_seed_range(config.seed, config.num_images, "images", "image i uses")
     out_dir = Path(config.out) if config.out is not None else None
     if out_dir is not None:
         _check_out(out_dir, config.overwrite)

@@ -5,6 +5,7 @@ Safetensors only unless the user allows pickle weights by flag; remote code is n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,12 @@ class BaseComponents:
     noise_scheduler: Any
 
 
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
+
+
 def _pickle_only(path: Path) -> list[str]:
     """Pickle weight files in folders that hold no safetensors beside them."""
-    found = (p for ext in ("*.bin", "*.ckpt", "*.pt", "*.pth") for p in path.rglob(ext))
+    found = (p for suffix in PICKLE_SUFFIXES for p in path.rglob(f"*{suffix}"))
     return sorted(str(p.relative_to(path)) for p in found if not list(p.parent.glob("*.safetensors")))
 
 
@@ -56,7 +60,56 @@ def controlnet_subfolder(name: str) -> str | None:
         return None
     if (local / "controlnet" / "config.json").is_file():
         return "controlnet"
-    raise UserError(f"{name} holds no ControlNet (no config.json at its root or in controlnet/)")
+    raise UserError(
+        f"{name} is not a ControlNet folder (no config.json at its root or in controlnet/); give a folder "
+        "that `controlkit train` wrote, or a Hub id"
+    )
+
+
+def controlnet_config(controlnet: str | Path) -> dict[str, Any] | None:
+    """The config.json of a local ControlNet folder, once it is known to be one: a ControlNetModel's
+    config with safetensors weights beside it (``controlnet_subfolder`` says where). For a Hub id, its
+    config.json where the Hub (or its cache) gives it, else None. For commands that load safetensors only
+    (generate, app): pickle weights get the command that converts them."""
+    name = str(controlnet)
+    if not check_exists(name, "ControlNet"):
+        return _hub_config(name)
+    subfolder = controlnet_subfolder(name)
+    model = Path(name) / subfolder if subfolder else Path(name)
+    try:
+        config = json.loads((model / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{model / 'config.json'} is not valid JSON ({exc}); is {name} a ControlNet?"
+        ) from exc
+    kind = config.get("_class_name") if isinstance(config, dict) else type(config).__name__
+    if kind not in (None, "ControlNetModel"):
+        raise UserError(f"{name} is not a ControlNet folder: its config.json describes a {kind}")
+    if not list(model.glob("*.safetensors")):
+        pickled = sorted(p.name for p in model.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if not pickled:
+            raise UserError(
+                f"{name} is not a ControlNet folder: no weights (*.safetensors) beside its config.json"
+            )
+        convert = (
+            f"from diffusers import ControlNetModel; ControlNetModel.from_pretrained('{model}', "
+            f"use_safetensors=False).save_pretrained('{model}')"
+        )
+        raise UserError(
+            f"{name} has only pickle weights ({', '.join(pickled)}), which can run code when loaded; if you "
+            f'trust where they came from, convert them to safetensors once: python -c "{convert}"'
+        )
+    return config
+
+
+def _hub_config(repo: str) -> dict[str, Any] | None:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = json.loads(Path(hf_hub_download(repo, "config.json")).read_text())
+    except Exception:  # offline, no such repo, a damaged file: loading the model will say what is wrong
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _use_safetensors(allow_pickle: bool) -> bool | None:

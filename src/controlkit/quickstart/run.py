@@ -20,6 +20,7 @@ from pathlib import Path
 
 from controlkit.errors import UserError
 from controlkit.quickstart.config import QuickstartConfig
+from controlkit.stopping import Stopped
 
 UNFINISHED = ".quickstart-unfinished"
 """In --out while a quickstart runs; a folder holding it is a quickstart that did not finish."""
@@ -71,22 +72,24 @@ def _prepare(out: Path, overwrite: bool) -> None:
 
 
 def build_data(config: QuickstartConfig, out: Path, faces: int, seed: int) -> Path:
-    """A face-landmarks dataset of ``faces`` synthetic faces of the stream ``seed``, at 64 px."""
+    """A face-landmarks dataset of ``faces`` synthetic faces of the stream ``seed``, at 64 px. Stopped by a
+    signal, it says how a quickstart continues (``data build``'s ``--resume`` is not a quickstart flag)."""
     from controlkit.data.build import BuildConfig, build_dataset
 
-    report = build_dataset(
-        BuildConfig(
-            source="synthetic-faces",
-            out=str(out),
-            condition="face-landmarks",
-            captioner="template",
-            landmarks="ground-truth",
-            limit=faces,
-            resolution=64,
-            seed=seed,
-        )
+    build = BuildConfig(
+        source="synthetic-faces",
+        out=str(out),
+        condition="face-landmarks",
+        captioner="template",
+        landmarks="ground-truth",
+        limit=faces,
+        resolution=64,
+        seed=seed,
     )
-    return Path(report.out)
+    try:
+        return Path(build_dataset(build).out)
+    except Stopped as exc:
+        raise Stopped(f"while building {out.name}; run the same command again (it starts over)") from exc
 
 
 def write_validation(dataset: Path, count: int, folder: Path) -> tuple[list[str], list[str]]:

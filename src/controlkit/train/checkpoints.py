@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from controlkit.console import say
+from controlkit.console import say, size_text
 from controlkit.errors import UserError, first_line
 from controlkit.train.manifest import check_checkpoint, checkpoint_size, write_manifest
 
@@ -249,28 +249,19 @@ def save_checkpoint(
     return final
 
 
-def _human(size: float) -> str:
-    """Bytes as disks are sold (1 KB = 1000 bytes)."""
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            break
-        size /= 1000
-    return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-
-
 def write_error(output_dir: Path, what: str, exc: Exception, needed_bytes: int) -> str:
     """One line for a write that failed: where, why, the space free and needed, how to continue."""
     try:
-        free = f"{_human(shutil.disk_usage(output_dir).free)} free there"
+        free = f"{size_text(shutil.disk_usage(output_dir).free)} free there"
     except OSError:
         free = "free space unknown"
     previous = list_checkpoints(output_dir)
     resumes = f"it continues from {previous[-1].name}" if previous else "no checkpoint yet: it starts again"
     why = getattr(exc, "strerror", None) or first_line(exc)
     return (
-        f"cannot write {what} in {output_dir}: {why} ({free}, about "
-        f"{_human(needed_bytes)} needed); free some space (or lower --checkpoints_total_limit) and run the "
-        f"same command with --resume_from_checkpoint latest ({resumes})"
+        f"cannot write {what} in {output_dir}: {why} ({free}, about {size_text(needed_bytes)} needed); "
+        "free some space (or lower --checkpoints_total_limit) and run the same command with "
+        f"--resume_from_checkpoint latest ({resumes})"
     )
 
 

@@ -4,8 +4,9 @@ The flags are those of the diffusers ControlNet example (train_controlnet.py), w
 defaults, so its command lines run unchanged; --config FILE (YAML or TOML) may hold the same keys, and
 flags given here override it. Several GPUs: `accelerate launch -m controlkit train ...`.
 
-SIGTERM or Ctrl-C saves a checkpoint after the step in hand and exits with code 75 (a second one stops at
-once); run the same command with --resume_from_checkpoint latest to continue.
+SIGTERM or Ctrl-C saves a checkpoint after the step in hand (on a GPU, at the next read of the loss) and
+exits with code 75 (a second one stops at once); run the same command with --resume_from_checkpoint latest
+to continue.
 """
 
 from __future__ import annotations

@@ -322,11 +322,11 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 def pick_caption(value: Any, index: int, seed: int | None, column: str) -> str:
     """A row's caption; for a list of captions, one chosen by (seed, row) so every run and cache agree."""
+    if not _is_caption(value):
+        raise UserError(f"caption column {column!r} should hold strings or lists of strings, got {value!r}")
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        return random.Random(f"{seed}-{index}").choice(list(value))
-    raise UserError(f"caption column {column!r} should hold strings or lists of strings, got {value!r}")
+    return random.Random(f"{seed}-{index}").choice(list(value))
 
 
 class PairedImages(torch.utils.data.Dataset):

@@ -5,8 +5,7 @@ What is safe and always faster is on by default: the latent cache for runs of mo
 samples latents from the stored distribution, so it trains exactly as encoding every step does), fused
 AdamW, data-loader workers with pinned memory on CUDA, and reading the loss back every
 ``SYNC_EVERY_STEPS_ON_GPU`` steps on a GPU instead of every step (each read waits for the GPU to finish
-its queue). The rest changes numerics or start-up time and
-sits behind ``--fast`` and ``--compile``.
+its queue). The rest changes numerics or start-up time and sits behind ``--fast`` and ``--compile``.
 """
 
 from __future__ import annotations

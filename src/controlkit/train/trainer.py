@@ -11,9 +11,10 @@ resolves lives in ``data.settings``.
 
 Faults: the main process holds output_dir for the run (``output.claim_output_dir``) and decides which
 checkpoint to resume; the others follow its decision (``agreement``). Given a ``StopRequest``
-(the CLI's ``graceful_stop``), a SIGTERM or SIGINT finishes the optimizer step in hand, saves a checkpoint
-and raises ``Stopped``; every process learns of the stop from the loss's reduce, so all save the same
-step and the stop adds no synchronisation. A checkpoint or model that cannot be written stops in one line.
+(the CLI's ``graceful_stop``), a SIGTERM or SIGINT saves a checkpoint at the next read of the loss (after
+the step in hand on a CPU, within ``speed.SYNC_EVERY_STEPS_ON_GPU`` steps on a GPU) and raises ``Stopped``;
+every process learns of the stop from that read's reduce, so all save the same step and the stop adds no
+synchronisation. A checkpoint or model that cannot be written stops in one line.
 """
 
 from __future__ import annotations
